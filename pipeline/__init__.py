@@ -1,0 +1,1 @@
+"""BAAC road-accident severity pipeline: one small module per DVC stage."""

@@ -1,0 +1,208 @@
+"""Stage ``ingest-chunk``: cut the raw dump into chronological chunks of whole accidents.
+
+Accidents of every year are ordered by date (as far as the source gives it: 2018 has no day),
+then by ``num_acc``, and cut into chunks of ``ingest.chunk_size``. Chunk k holds the rows of all
+four tables for its accidents, so the tables of a chunk always line up. ``ingest.chunks`` says
+how many chunks have arrived. A chunk directory is immutable: an existing chunk whose content
+hash matches is left untouched, so ingesting chunk k+1 writes only chunk k+1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from pipeline import schema
+from pipeline.io import BadInputError, atomic_directory, read_json, write_json, write_parquet
+from pipeline.loaders import load_raw_dump
+from pipeline.params import chunk_limit, load_params
+from pipeline.paths import CHUNKS_DIR, PROGRESS_FILE, RAW_DIR
+
+CHUNK_MANIFEST = "chunk.json"
+
+
+def chunk_dir(chunk_id: int, root: Path = CHUNKS_DIR) -> Path:
+    return root / f"chunk-{chunk_id:04d}"
+
+
+def event_order(characteristics: pd.DataFrame) -> pd.DataFrame:
+    """Chronological order; accidents without a day are placed at the start of their month."""
+    minutes = characteristics["hrmn"].str[:2].astype("Int64") * 60 + characteristics[
+        "hrmn"
+    ].str[3:5].astype("Int64")
+    day_known = characteristics["jour"].notna()
+    order = pd.DataFrame(
+        {
+            schema.KEY: characteristics[schema.KEY],
+            "an": characteristics["an"].astype("int64"),
+            "mois": characteristics["mois"].fillna(1).astype("int64"),
+            "jour": characteristics["jour"].fillna(0).astype("int64"),
+            # Time of day orders accidents only within a known day.
+            "minute": minutes.where(day_known, 0).fillna(0).astype("int64"),
+        }
+    )
+    return order.sort_values(["an", "mois", "jour", "minute", schema.KEY], kind="stable")
+
+
+def as_of_dates(order: pd.DataFrame) -> pd.Series:
+    """The latest event date each accident stands for (month end when the day is unknown)."""
+    month_start = pd.to_datetime(
+        {"year": order["an"], "month": order["mois"], "day": 1}, errors="raise"
+    )
+    month_end = month_start + pd.offsets.MonthEnd(0)
+    known = order["jour"] > 0
+    return month_end.where(~known, month_start + pd.to_timedelta(order["jour"] - 1, unit="D"))
+
+
+def content_hash(tables: dict[str, pd.DataFrame]) -> str:
+    digest = hashlib.sha256()
+    for table in schema.TABLE_NAMES:
+        frame = tables[table]
+        digest.update(f"{table}:{len(frame)}:{','.join(frame.columns)}".encode())
+        digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def plan_chunks(tables: dict[str, pd.DataFrame], chunk_size: int) -> pd.DataFrame:
+    """One row per accident: its chunk id and as-of date, in chronological order."""
+    order = event_order(tables["caracteristiques"]).reset_index(drop=True)
+    order["chunk_id"] = np.arange(len(order)) // chunk_size + 1
+    order["as_of"] = as_of_dates(order)
+    return order[[schema.KEY, "chunk_id", "as_of"]]
+
+
+def order_by_chunk(
+    tables: dict[str, pd.DataFrame], plan: pd.DataFrame
+) -> dict[str, tuple[pd.DataFrame, np.ndarray]]:
+    """Each table sorted by accident order (child rows keep publication order), with the
+    start offset of every chunk, so that a chunk is a cheap slice."""
+    position = pd.Index(plan[schema.KEY]).get_indexer
+    chunk_of = plan["chunk_id"].to_numpy()
+    total_chunks = int(chunk_of.max())
+    ordered = {}
+    for table, frame in tables.items():
+        rank = position(frame[schema.KEY])
+        order = np.lexsort((np.arange(len(frame)), rank))
+        chunk_ids = chunk_of[rank[order]]
+        starts = np.searchsorted(chunk_ids, np.arange(1, total_chunks + 2))
+        ordered[table] = (frame.iloc[order].reset_index(drop=True), starts)
+    return ordered
+
+
+def chunk_slice(ordered: dict[str, tuple[pd.DataFrame, np.ndarray]], chunk_id: int):
+    return {
+        table: frame.iloc[starts[chunk_id - 1] : starts[chunk_id]].reset_index(drop=True)
+        for table, (frame, starts) in ordered.items()
+    }
+
+
+def write_chunk(chunk_id: int, as_of: pd.Timestamp, tables: dict[str, pd.DataFrame], root: Path):
+    """Write a chunk unless an identical one exists; returns True when it was written."""
+    digest = content_hash(tables)
+    target = chunk_dir(chunk_id, root)
+    existing = read_json(target / CHUNK_MANIFEST, default={})
+    if existing.get("content_hash") == digest:
+        return False
+    with atomic_directory(target) as tmp:
+        for table, frame in tables.items():
+            write_parquet(frame, tmp / f"{table}.parquet")
+        write_json(
+            {
+                "chunk_id": chunk_id,
+                "as_of": as_of.date().isoformat(),
+                "content_hash": digest,
+                "rows": {table: len(frame) for table, frame in tables.items()},
+            },
+            tmp / CHUNK_MANIFEST,
+        )
+    return True
+
+
+def progress_report(
+    tables: dict[str, pd.DataFrame], plan: pd.DataFrame, arrived: int, chunk_size: int
+) -> dict:
+    total_chunks = int(plan["chunk_id"].max())
+    keys = plan.loc[plan["chunk_id"] <= arrived, schema.KEY]
+    per_table = {}
+    for table, frame in tables.items():
+        rows = int(frame[schema.KEY].isin(keys).sum())
+        per_table[table] = {
+            "rows": rows,
+            "total": len(frame),
+            "pct": round(100 * rows / len(frame), 2),
+        }
+    rows = sum(entry["rows"] for entry in per_table.values())
+    total = sum(entry["total"] for entry in per_table.values())
+    last_as_of = plan.loc[plan["chunk_id"] <= arrived, "as_of"].max()
+    return {
+        "chunks": {"ingested": arrived, "total": total_chunks, "chunk_size": chunk_size},
+        "as_of": last_as_of.date().isoformat(),
+        "tables": per_table,
+        "overall": {"rows": rows, "total": total, "pct": round(100 * rows / total, 2)},
+    }
+
+
+def ingest(
+    raw_dir: Path,
+    years: list[int] | None,
+    chunk_size: int,
+    chunks: int | None,
+    out_dir: Path = CHUNKS_DIR,
+    progress_file: Path = PROGRESS_FILE,
+) -> dict:
+    if chunk_size < 1:
+        raise SystemExit(f"ingest.chunk_size must be positive, not {chunk_size}")
+    tables = load_raw_dump(raw_dir, years)
+    plan = plan_chunks(tables, chunk_size)
+    total_chunks = int(plan["chunk_id"].max())
+    arrived = total_chunks if chunks is None else min(chunks, total_chunks)
+    ordered = order_by_chunk(tables, plan)
+    written = 0
+    for chunk_id in tqdm(range(1, arrived + 1), desc="ingest-chunk", unit="chunk"):
+        as_of = plan.loc[plan["chunk_id"] == chunk_id, "as_of"].max()
+        written += write_chunk(chunk_id, as_of, chunk_slice(ordered, chunk_id), out_dir)
+    # Chunks beyond the arrived count (from an earlier, longer run) have not arrived now.
+    for stale in sorted(out_dir.glob("chunk-*")):
+        if stale.is_dir() and int(stale.name.split("-")[1]) > arrived:
+            shutil.rmtree(stale)
+    report = progress_report(tables, plan, arrived, chunk_size)
+    write_json(report, progress_file)
+    print(
+        f"ingest-chunk: {arrived}/{total_chunks} chunks ({written} written, "
+        f"{arrived - written} unchanged), {report['overall']['pct']}% of rows",
+        file=sys.stderr,
+    )
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m pipeline.ingest",
+        description="DVC stage ingest-chunk: cut the raw BAAC dump into chronological chunk "
+        "snapshots (params: data.raw_dir, data.years, ingest.chunk_size, ingest.chunks).",
+    )
+    parser.parse_args(argv)
+    params = load_params()
+    years = params.data.get("years")
+    try:
+        ingest(
+            Path(params.data.get("raw_dir", RAW_DIR)),
+            list(years) if years else None,
+            int(params.ingest.chunk_size),
+            chunk_limit(params.ingest.chunks),
+        )
+    except BadInputError as error:
+        print(f"ingest-chunk: bad input: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

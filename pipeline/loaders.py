@@ -1,0 +1,467 @@
+"""Read BAAC files of every publication format into the normalised tables of ``schema``.
+
+Formats handled:
+- 2005-2018 ("old"): ``,``-separated, Latin-1, ``an`` on 2 digits, ``hrmn`` as HHMM,
+  ``lat``/``long`` as integers x 100000, ``dep`` x 10 (``590`` is Nord, ``201``/``202`` Corsica),
+  a single ``secu`` field, and ``catu`` 4 for pedestrians on rollers or scooters.
+- 2019+ ("new"): ``;``-separated and quoted, UTF-8, ``HH:MM``, decimal-comma coordinates,
+  ``-1`` for "not filled in", ``secu1``-``secu3``, several ``lieux`` rows per accident, and
+  file-name and key-column variations (``carcteristiques-2021``, ``caract-2023``, ``Accident_Id``).
+- The bundled variants: the 2018 column subsets (declared by ``columns-subset`` in the file
+  name: absent columns become missing values) and the 2024 Parquet copies (their
+  outcome-derived extra columns are dropped; ``jour``/``mois``/``an``/``hrmn`` are recovered from
+  ``datetime``).
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline import schema
+from pipeline.io import BadInputError
+
+FIRST_NEW_FORMAT_YEAR = 2019
+MISSING_TOKENS = {"", ".", "-1", "N/A", "NA", "nan", "<NA>"}
+MISSING_ARRAY = pa.array(sorted(MISSING_TOKENS))
+SUBSET_MARKER = "columns-subset"
+
+TABLE_FILE_PATTERNS = {
+    "caracteristiques": re.compile(r"^(caracteristiques|carcteristiques|caract)[-_]", re.I),
+    "lieux": re.compile(r"^lieux[-_]", re.I),
+    "vehicules": re.compile(r"^vehicules[-_]", re.I),
+    "usagers": re.compile(r"^usagers[-_]", re.I),
+}
+SUPPORTED_SUFFIXES = (".csv", ".csv.gz", ".parquet")
+
+# Columns each published format must carry, by table (after lower-casing the header).
+PUBLISHED_COLUMNS = {
+    "old": {
+        "caracteristiques": "num_acc an mois jour hrmn lum agg int atm col com lat long dep",
+        "lieux": "num_acc catr circ nbv vosp prof plan surf infra situ",
+        "vehicules": "num_acc senc catv occutc obs obsm choc manv num_veh",
+        "usagers": "num_acc place catu grav sexe trajet secu locp actp etatp an_nais num_veh",
+    },
+    "new": {
+        "caracteristiques": "num_acc jour mois an hrmn lum dep com agg int atm col lat long",
+        "lieux": "num_acc catr circ nbv vosp prof plan surf infra situ vma",
+        "vehicules": "num_acc id_vehicule num_veh senc catv obs obsm choc manv motor occutc",
+        "usagers": (
+            "num_acc id_vehicule num_veh place catu grav sexe an_nais trajet "
+            "secu1 secu2 secu3 locp actp etatp"
+        ),
+    },
+}
+# The 2024 Parquet copies replace jour/mois/an/hrmn with a datetime column.
+PARQUET_DATE_COLUMN = "datetime"
+
+
+def table_of(path: Path) -> str | None:
+    """The BAAC table a file holds, from its name, or None if it is not a BAAC file."""
+    if not path.name.lower().endswith(SUPPORTED_SUFFIXES):
+        return None
+    for table, pattern in TABLE_FILE_PATTERNS.items():
+        if pattern.match(path.name):
+            return table
+    return None
+
+
+def format_of(year: int) -> str:
+    return "new" if year >= FIRST_NEW_FORMAT_YEAR else "old"
+
+
+# --------------------------------------------------------------------------- reading text
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        if path.name.lower().endswith(".gz"):
+            with gzip.open(path, "rb") as handle:
+                return handle.read()
+        return path.read_bytes()
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as error:
+        raise BadInputError(path, f"truncated or corrupt gzip file: {error}") from error
+
+
+def _decode(path: Path, raw: bytes, fmt: str) -> str:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]
+    if fmt == "old":
+        return raw.decode("latin-1")  # the published old-format encoding
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = raw[: error.start].count(b"\n") + 1
+        raise BadInputError(path, "not valid UTF-8 (2019+ files are UTF-8)", line=line) from error
+
+
+def _sniff_separator(path: Path, header: str, fmt: str) -> str:
+    expected = "," if fmt == "old" else ";"
+    if expected in header:
+        return expected
+    found = next((sep for sep in (",", ";", "\t", "|") if sep in header), None)
+    if found is None:
+        raise BadInputError(path, f"header has a single field; expected {expected!r}", line=1)
+    raise BadInputError(
+        path,
+        f"wrong separator: expected {expected!r} for the {fmt} format, found {found!r}",
+        line=1,
+    )
+
+
+def read_csv_text(path: Path, fmt: str) -> pd.DataFrame:
+    """All fields as strings; too short or too long rows are errors naming their line."""
+    text = _decode(path, _read_bytes(path), fmt)
+    if not text.strip():
+        raise BadInputError(path, "file is empty")
+    header = text.split("\n", 1)[0]
+    sep = _sniff_separator(path, header, fmt)
+    try:
+        frame = pd.read_csv(
+            _StringSource(text),
+            sep=sep,
+            dtype=str,
+            keep_default_na=False,
+            na_values=[],
+            quotechar='"',
+            skipinitialspace=False,
+        )
+    except pd.errors.ParserError as error:
+        match = re.search(r"line (\d+)", str(error))
+        line = int(match.group(1)) if match else None
+        raise BadInputError(path, f"malformed row: {error}", line=line) from error
+    if frame.empty:
+        raise BadInputError(path, "file has a header but no rows", line=2)
+    # With keep_default_na=False an empty field reads as "", so NaN means a field was absent.
+    short = frame.iloc[:, -1].isna().to_numpy()
+    if short.any():
+        first = int(np.flatnonzero(short)[0])
+        raise BadInputError(path, "row has too few fields", line=first + 2)
+    frame.columns = [str(name).strip().strip('"').lower() for name in frame.columns]
+    return frame.rename(columns={"accident_id": schema.KEY})
+
+
+class _StringSource:
+    """A file-like view of a str, so pandas does not copy the text into a new buffer."""
+
+    def __init__(self, text: str) -> None:
+        import io
+
+        self._buffer = io.StringIO(text)
+
+    def read(self, size: int = -1) -> str:
+        return self._buffer.read(size)
+
+    def __iter__(self):
+        return iter(self._buffer)
+
+
+# ------------------------------------------------------------------------- value parsing
+
+
+def _line_of(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0]) + 2  # +1 for the header, +1 for 1-based lines
+
+
+def _is_missing_token(text: pd.Series) -> np.ndarray:
+    # pyarrow's is_in is vectorised; pandas' isin on Arrow strings loops in Python.
+    array = pa.array(text.to_numpy(dtype=object, na_value=None), type=pa.string())
+    return pc.is_in(array, value_set=MISSING_ARRAY).to_numpy(zero_copy_only=False)
+
+
+def _clean_strings(values: pd.Series) -> pd.Series:
+    text = values.astype("string").str.strip()
+    return text.mask(_is_missing_token(text))
+
+
+def parse_int(values: pd.Series, path: Path, column: str) -> pd.Series:
+    """Integer codes; missing tokens become NA; anything non-numeric is an error."""
+    text = _clean_strings(values)
+    numbers = pd.to_numeric(text, errors="coerce")
+    bad = (text.notna() & (numbers.isna() | (numbers % 1 != 0))).to_numpy(dtype=bool)
+    if bad.any():
+        raise BadInputError(
+            path, "not an integer code", line=_line_of(bad), column=column, value=text[bad].iloc[0]
+        )
+    return numbers.astype("Int64")
+
+
+def parse_float(values: pd.Series, path: Path, column: str) -> pd.Series:
+    text = _clean_strings(values).str.replace(",", ".", regex=False)
+    numbers = pd.to_numeric(text, errors="coerce")
+    bad = (text.notna() & numbers.isna()).to_numpy(dtype=bool)
+    if bad.any():
+        raise BadInputError(
+            path, "not a number", line=_line_of(bad), column=column, value=text[bad].iloc[0]
+        )
+    return numbers.astype("float64")
+
+
+def normalise_key(values: pd.Series, path: Path) -> pd.Series:
+    keys = values.astype("string").str.strip().str.replace(r"\.0$", "", regex=True)
+    bad = ~keys.str.fullmatch(r"\d{12}").fillna(False).to_numpy(dtype=bool)
+    if bad.any():
+        raise BadInputError(
+            path,
+            "Num_Acc must be 12 digits (year + serial)",
+            line=_line_of(bad),
+            column="Num_Acc",
+            value=keys[bad].iloc[0],
+        )
+    return keys
+
+
+def _strip_id(values: pd.Series) -> pd.Series:
+    # Published ids carry a non-breaking space as thousands separator ("203 988 581").
+    text = values.astype("string").str.replace(r"[\s\u00a0\u202f]", "", regex=True)
+    return text.mask(_is_missing_token(text))
+
+
+def old_department(values: pd.Series) -> pd.Series:
+    """Old-format ``dep`` is the INSEE code followed by 0 (590), Corsica 201/202, DOM 971..."""
+    text = _clean_strings(values).str.lstrip("0").str.zfill(3)
+    corsica = {"201": "2A", "202": "2B"}
+    overseas = text.str.startswith("97")
+    metro = text.str[:-1].str.lstrip("0").str.zfill(2)
+    result = metro.where(~overseas, text).replace(corsica)
+    result = result.mask(text.isin(corsica), text.map(corsica))
+    return result.mask(text.isin(["000", ""]))
+
+
+def new_department(values: pd.Series) -> pd.Series:
+    text = _clean_strings(values).str.upper()
+    return text.where(~text.str.fullmatch(r"\d").fillna(False), text.str.zfill(2))
+
+
+def old_hrmn(values: pd.Series, path: Path) -> pd.Series:
+    minutes = parse_int(values.astype("string").str.replace(":", "", regex=False), path, "hrmn")
+    valid = minutes.notna() & (minutes // 100 < 24) & (minutes % 100 < 60)
+    hours = (minutes // 100).astype("string").str.zfill(2)
+    mins = (minutes % 100).astype("string").str.zfill(2)
+    return (hours + ":" + mins).where(valid)
+
+
+def new_hrmn(values: pd.Series) -> pd.Series:
+    text = _clean_strings(values)
+    valid = text.str.fullmatch(r"\d{1,2}:\d{2}").fillna(False)
+    return text.where(valid).str.zfill(5)
+
+
+# -------------------------------------------------------------------- table normalisation
+
+
+def _require(frame: pd.DataFrame, path: Path, fmt: str, table: str) -> None:
+    if SUBSET_MARKER in path.name:
+        missing = {schema.KEY} - set(frame.columns)
+    else:
+        missing = set(PUBLISHED_COLUMNS[fmt][table].split()) - set(frame.columns)
+    if missing:
+        raise BadInputError(
+            path,
+            f"missing column(s) {sorted(missing)} for a {fmt}-format {table} file "
+            f"(header: {list(frame.columns)})",
+            line=1,
+        )
+
+
+def _typed(frame: pd.DataFrame, table: str) -> pd.DataFrame:
+    """Select and cast the schema columns; columns a source lacks become missing values."""
+    out = pd.DataFrame(index=frame.index)
+    for name, dtype in schema.dtypes(table).items():
+        if name in frame:
+            out[name] = frame[name].astype(dtype)
+        else:
+            out[name] = pd.Series(pd.NA, index=frame.index, dtype=dtype)
+    return out.reset_index(drop=True)
+
+
+def _codes_to_int(frame: pd.DataFrame, path: Path, table: str) -> pd.DataFrame:
+    for name, dtype in schema.dtypes(table).items():
+        if dtype == "Int16" and name in frame:
+            frame[name] = parse_int(frame[name], path, name)
+    return frame
+
+
+def _old_secu(values: pd.Series) -> pd.Series:
+    """Old ``secu`` is <equipment><used>: 11 belt worn, 12 belt not worn, 13 undeterminable."""
+    equipment, used = values // 10, values % 10
+    secu1 = equipment.where(used == 1)
+    secu1 = secu1.mask(used == 2, 0).mask(used == 3, 8)
+    return secu1.astype("Int64")
+
+
+def _user_ids(frame: pd.DataFrame) -> pd.Series:
+    """Published ``id_usager`` where it exists, else num_acc + position in publication order."""
+    position = frame.groupby(schema.KEY, sort=False).cumcount() + 1
+    fallback = frame[schema.KEY] + "-" + position.astype("string").str.zfill(3)
+    if "id_usager" not in frame:
+        return fallback
+    return _strip_id(frame["id_usager"]).fillna(fallback)
+
+
+def _normalise_csv(frame: pd.DataFrame, path: Path, table: str, year: int) -> pd.DataFrame:
+    fmt = format_of(year)
+    _require(frame, path, fmt, table)
+    frame[schema.KEY] = normalise_key(frame[schema.KEY], path)
+    if table == "caracteristiques":
+        frame = _normalise_characteristics(frame, path, fmt, year)
+    if table == "usagers" and fmt == "old" and "secu" in frame:
+        frame["secu1"] = _old_secu(parse_int(frame["secu"], path, "secu"))
+        frame = frame.drop(columns="secu")
+    for name in ("id_vehicule", "num_veh", "actp"):
+        if name in frame:
+            frame[name] = _strip_id(frame[name]) if name == "id_vehicule" else _clean_strings(
+                frame[name]
+            )
+    frame = _codes_to_int(frame, path, table)
+    if table == "usagers":
+        if fmt == "old" and "catu" in frame:
+            frame["catu"] = frame["catu"].mask(frame["catu"] == 4, 3)
+        frame[schema.USER_KEY] = _user_ids(frame)
+    return frame
+
+
+def _normalise_characteristics(
+    frame: pd.DataFrame, path: Path, fmt: str, year: int
+) -> pd.DataFrame:
+    if "an" not in frame:
+        frame["an"] = str(year)
+    if fmt == "old":
+        an = parse_int(frame["an"], path, "an")
+        frame["an"] = an.where(an >= 100, an + 2000)
+        frame["hrmn"] = old_hrmn(frame["hrmn"], path)
+        frame["lat"], frame["long"] = (_old_coordinate(frame, path, c) for c in ("lat", "long"))
+        if "dep" in frame:
+            frame["dep"] = old_department(frame["dep"])
+            if "com" in frame:
+                com = _clean_strings(frame["com"]).str.zfill(3)
+                frame["com"] = (frame["dep"] + com.str[-3:]).where(com.notna())
+    else:
+        frame["hrmn"] = new_hrmn(frame["hrmn"])
+        frame["lat"] = parse_float(frame["lat"], path, "lat")
+        frame["long"] = parse_float(frame["long"], path, "long")
+        frame["dep"] = new_department(frame["dep"])
+        frame["com"] = _clean_strings(frame["com"])
+    return frame
+
+
+def _old_coordinate(frame: pd.DataFrame, path: Path, column: str) -> pd.Series:
+    if column not in frame:
+        return pd.Series(np.nan, index=frame.index)
+    text = _clean_strings(frame[column])
+    values = parse_float(text, path, column)
+    # The published files hold integers x 100000; the bundled subset already holds degrees.
+    scaled = ~text.str.contains(".", regex=False).fillna(False)
+    values = values.where(~scaled, values / 100000)
+    return values.mask(values == 0)
+
+
+def _normalise_parquet(frame: pd.DataFrame, path: Path, table: str, year: int) -> pd.DataFrame:
+    frame = frame.rename(columns=str.lower).rename(columns={"accident_id": schema.KEY})
+    if table == "caracteristiques" and PARQUET_DATE_COLUMN in frame:
+        stamp = pd.to_datetime(frame[PARQUET_DATE_COLUMN])
+        frame["an"], frame["mois"], frame["jour"] = stamp.dt.year, stamp.dt.month, stamp.dt.day
+        frame["hrmn"] = stamp.dt.strftime("%H:%M")
+    as_text = frame.astype({c: "string" for c in frame.columns if c != PARQUET_DATE_COLUMN})
+    as_text = as_text.drop(columns=[PARQUET_DATE_COLUMN, "date"], errors="ignore")
+    return _normalise_csv(as_text, path, table, year)
+
+
+def load_table(path: str | Path, year: int, table: str | None = None) -> pd.DataFrame:
+    """Load one BAAC file of any supported format as a normalised ``schema`` table."""
+    path = Path(path)
+    table = table or table_of(path)
+    if table is None:
+        raise BadInputError(path, "not a BAAC table file name (caracteristiques/lieux/...)")
+    if path.suffix == ".parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as error:  # pyarrow raises several types for a damaged file
+            raise BadInputError(path, f"unreadable Parquet file: {error}") from error
+        if frame.empty:
+            raise BadInputError(path, "file has no rows")
+        frame = _normalise_parquet(frame, path, table, year)
+    else:
+        frame = _normalise_csv(read_csv_text(path, format_of(year)), path, table, year)
+    if table == "lieux":
+        # From 2019 an accident can have several lieux rows: keep the first published one.
+        frame = frame.drop_duplicates(subset=schema.KEY, keep="first")
+    return _typed(frame, table)
+
+
+# ------------------------------------------------------------------------- whole raw dump
+
+
+def year_files(year_dir: Path) -> dict[str, Path]:
+    found: dict[str, Path] = {}
+    for path in sorted(year_dir.iterdir()):
+        table = table_of(path)
+        if table is None:
+            continue
+        if table in found:
+            raise BadInputError(
+                year_dir, f"two files for table {table}: {found[table].name}, {path.name}"
+            )
+        found[table] = path
+    return found
+
+
+def raw_years(raw_dir: str | Path) -> dict[int, Path]:
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise BadInputError(raw_dir, "raw data directory does not exist (run `dvc pull`?)")
+    years = {int(p.name): p for p in sorted(raw_dir.iterdir()) if p.is_dir() and p.name.isdigit()}
+    if not years:
+        raise BadInputError(raw_dir, "no year directories (e.g. 2018/) in the raw dump")
+    return years
+
+
+def load_year(year_dir: Path, year: int) -> dict[str, pd.DataFrame]:
+    """The four tables of one year, with every child row tied to a known accident."""
+    files = year_files(year_dir)
+    missing = [table for table in schema.TABLE_NAMES if table not in files]
+    if missing:
+        raise BadInputError(year_dir, f"year {year} lacks table(s) {missing}")
+    tables = {table: load_table(files[table], year, table) for table in schema.TABLE_NAMES}
+    characteristics = tables["caracteristiques"]
+    duplicated = characteristics[schema.KEY].duplicated().to_numpy()
+    if duplicated.any():
+        raise BadInputError(
+            files["caracteristiques"],
+            "duplicated Num_Acc",
+            line=_line_of(duplicated),
+            value=characteristics[schema.KEY][duplicated].iloc[0],
+        )
+    known = pd.Index(characteristics[schema.KEY])
+    for table in schema.CHILD_TABLES:
+        unknown = known.get_indexer(tables[table][schema.KEY]) < 0
+        if unknown.any():
+            raise BadInputError(
+                files[table],
+                "Num_Acc not found in caracteristiques",
+                line=_line_of(unknown),
+                column="Num_Acc",
+                value=tables[table][schema.KEY][unknown].iloc[0],
+            )
+    return tables
+
+
+def load_raw_dump(raw_dir: str | Path, years: list[int] | None = None) -> dict[str, pd.DataFrame]:
+    """Every selected year of the raw dump, concatenated per table."""
+    available = raw_years(raw_dir)
+    selected = sorted(available) if years is None else sorted(years)
+    absent = [year for year in selected if year not in available]
+    if absent:
+        raise BadInputError(raw_dir, f"year(s) {absent} not in the raw dump ({sorted(available)})")
+    per_year = [load_year(available[year], year) for year in selected]
+    return {
+        table: pd.concat([tables[table] for tables in per_year], ignore_index=True)
+        for table in schema.TABLE_NAMES
+    }
