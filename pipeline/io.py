@@ -52,6 +52,7 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
         os.replace(tmp, target)
     finally:
         if tmp.exists():
@@ -91,6 +92,7 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
         yield tmp
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700 directories
         if target.exists():
             shutil.rmtree(target)
         os.replace(tmp, target)

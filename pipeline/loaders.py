@@ -15,7 +15,9 @@ Formats handled:
 
 from __future__ import annotations
 
+import csv
 import gzip
+import io
 import re
 import zlib
 from pathlib import Path
@@ -81,13 +83,21 @@ def format_of(year: int) -> str:
 
 
 def _read_bytes(path: Path) -> bytes:
+    if not path.name.lower().endswith(".gz"):
+        try:
+            return path.read_bytes()
+        except OSError as error:
+            raise BadInputError(path, f"cannot read file: {error}") from error
+    parts: list[bytes] = []
     try:
-        if path.name.lower().endswith(".gz"):
-            with gzip.open(path, "rb") as handle:
-                return handle.read()
-        return path.read_bytes()
+        with gzip.open(path, "rb") as handle:
+            while part := handle.read(1 << 20):
+                parts.append(part)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError) as error:
-        raise BadInputError(path, f"truncated or corrupt gzip file: {error}") from error
+        # Name the first line that could not be read completely.
+        line = sum(part.count(b"\n") for part in parts) + 1
+        raise BadInputError(path, f"truncated or corrupt gzip file: {error}", line=line) from error
+    return b"".join(parts)
 
 
 def _decode(path: Path, raw: bytes, fmt: str) -> str:
@@ -116,13 +126,41 @@ def _sniff_separator(path: Path, header: str, fmt: str) -> str:
     )
 
 
+def _check_field_counts(path: Path, text: str, sep: str) -> None:
+    """Every row must have as many fields as the header.
+
+    pandas cannot be trusted with this: it pads a short row with "" when
+    ``keep_default_na=False``, and when the first data row has one field too many it silently
+    turns the first column into the index and shifts every column. The csv module parses the
+    same quoting rules and reports the physical line of each row.
+    """
+    reader = csv.reader(io.StringIO(text), delimiter=sep, quotechar='"')
+    expected = len(next(reader))
+    if set(map(len, reader)) <= {expected}:  # fast path: no Python loop over the rows
+        return
+    reader = csv.reader(io.StringIO(text), delimiter=sep, quotechar='"')
+    next(reader)
+    for row in reader:
+        if len(row) != expected:
+            problem = "too few" if len(row) < expected else "too many"
+            raise BadInputError(
+                path,
+                f"row has {problem} fields ({len(row)}, header has {expected})",
+                line=reader.line_num,
+                value=sep.join(row)[:80],
+            )
+
+
 def read_csv_text(path: Path, fmt: str) -> pd.DataFrame:
     """All fields as strings; too short or too long rows are errors naming their line."""
     text = _decode(path, _read_bytes(path), fmt)
     if not text.strip():
         raise BadInputError(path, "file is empty")
+    # Line terminators after the last row are not rows; a blank line inside the file is.
+    text = text.rstrip("\r\n") + "\n"
     header = text.split("\n", 1)[0]
     sep = _sniff_separator(path, header, fmt)
+    _check_field_counts(path, text, sep)
     try:
         frame = pd.read_csv(
             _StringSource(text),
@@ -132,6 +170,8 @@ def read_csv_text(path: Path, fmt: str) -> pd.DataFrame:
             na_values=[],
             quotechar='"',
             skipinitialspace=False,
+            skip_blank_lines=False,
+            index_col=False,
         )
     except pd.errors.ParserError as error:
         match = re.search(r"line (\d+)", str(error))
@@ -139,11 +179,6 @@ def read_csv_text(path: Path, fmt: str) -> pd.DataFrame:
         raise BadInputError(path, f"malformed row: {error}", line=line) from error
     if frame.empty:
         raise BadInputError(path, "file has a header but no rows", line=2)
-    # With keep_default_na=False an empty field reads as "", so NaN means a field was absent.
-    short = frame.iloc[:, -1].isna().to_numpy()
-    if short.any():
-        first = int(np.flatnonzero(short)[0])
-        raise BadInputError(path, "row has too few fields", line=first + 2)
     frame.columns = [str(name).strip().strip('"').lower() for name in frame.columns]
     return frame.rename(columns={"accident_id": schema.KEY})
 
@@ -152,8 +187,6 @@ class _StringSource:
     """A file-like view of a str, so pandas does not copy the text into a new buffer."""
 
     def __init__(self, text: str) -> None:
-        import io
-
         self._buffer = io.StringIO(text)
 
     def read(self, size: int = -1) -> str:
@@ -181,6 +214,9 @@ def _clean_strings(values: pd.Series) -> pd.Series:
     return text.mask(_is_missing_token(text))
 
 
+INT16_LIMIT = 2**15 - 1  # codes are stored as Int16: a larger value would wrap around
+
+
 def parse_int(values: pd.Series, path: Path, column: str) -> pd.Series:
     """Integer codes; missing tokens become NA; anything non-numeric is an error."""
     text = _clean_strings(values)
@@ -189,6 +225,15 @@ def parse_int(values: pd.Series, path: Path, column: str) -> pd.Series:
     if bad.any():
         raise BadInputError(
             path, "not an integer code", line=_line_of(bad), column=column, value=text[bad].iloc[0]
+        )
+    too_large = (numbers.abs() > INT16_LIMIT).fillna(False).to_numpy(dtype=bool)
+    if too_large.any():
+        raise BadInputError(
+            path,
+            f"integer code out of range (|value| > {INT16_LIMIT})",
+            line=_line_of(too_large),
+            column=column,
+            value=text[too_large].iloc[0],
         )
     return numbers.astype("Int64")
 
@@ -292,8 +337,11 @@ def _codes_to_int(frame: pd.DataFrame, path: Path, table: str) -> pd.DataFrame:
 def _old_secu(values: pd.Series) -> pd.Series:
     """Old ``secu`` is <equipment><used>: 11 belt worn, 12 belt not worn, 13 undeterminable."""
     equipment, used = values // 10, values % 10
-    secu1 = equipment.where(used == 1)
-    secu1 = secu1.mask(used == 2, 0).mask(used == 3, 8)
+    # Conditions are filled with False: pandas' mask() replaces where the condition is NA,
+    # which would turn a missing secu into a code.
+    worn = (used == 1) & (equipment > 0)  # equipment 0 is "not filled in"
+    secu1 = equipment.where(worn.fillna(False))
+    secu1 = secu1.mask((used == 2).fillna(False), 0).mask((used == 3).fillna(False), 8)
     return secu1.astype("Int64")
 
 
@@ -317,13 +365,14 @@ def _normalise_csv(frame: pd.DataFrame, path: Path, table: str, year: int) -> pd
         frame = frame.drop(columns="secu")
     for name in ("id_vehicule", "num_veh", "actp"):
         if name in frame:
-            frame[name] = _strip_id(frame[name]) if name == "id_vehicule" else _clean_strings(
-                frame[name]
+            frame[name] = (
+                _strip_id(frame[name]) if name == "id_vehicule" else _clean_strings(frame[name])
             )
     frame = _codes_to_int(frame, path, table)
     if table == "usagers":
         if fmt == "old" and "catu" in frame:
-            frame["catu"] = frame["catu"].mask(frame["catu"] == 4, 3)
+            # fillna: mask() would also replace a missing catu (NA condition) by 3.
+            frame["catu"] = frame["catu"].mask((frame["catu"] == 4).fillna(False), 3)
         frame[schema.USER_KEY] = _user_ids(frame)
     return frame
 
@@ -341,8 +390,11 @@ def _normalise_characteristics(
         if "dep" in frame:
             frame["dep"] = old_department(frame["dep"])
             if "com" in frame:
+                # INSEE commune codes have 5 characters: "59" + "052", but "972" + "13".
                 com = _clean_strings(frame["com"]).str.zfill(3)
-                frame["com"] = (frame["dep"] + com.str[-3:]).where(com.notna())
+                overseas = frame["dep"].str.len().eq(3).fillna(False)
+                number = com.str[-3:].where(~overseas, com.str[-2:])
+                frame["com"] = (frame["dep"] + number).where(com.notna())
     else:
         frame["hrmn"] = new_hrmn(frame["hrmn"])
         frame["lat"] = parse_float(frame["lat"], path, "lat")
@@ -376,6 +428,13 @@ def _normalise_parquet(frame: pd.DataFrame, path: Path, table: str, year: int) -
 
 def load_table(path: str | Path, year: int, table: str | None = None) -> pd.DataFrame:
     """Load one BAAC file of any supported format as a normalised ``schema`` table."""
+    return _load_table_with_lines(path, year, table)[0]
+
+
+def _load_table_with_lines(
+    path: str | Path, year: int, table: str | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """The normalised table and, for each of its rows, the line it came from in the file."""
     path = Path(path)
     table = table or table_of(path)
     if table is None:
@@ -390,10 +449,12 @@ def load_table(path: str | Path, year: int, table: str | None = None) -> pd.Data
         frame = _normalise_parquet(frame, path, table, year)
     else:
         frame = _normalise_csv(read_csv_text(path, format_of(year)), path, table, year)
+    lines = np.arange(len(frame)) + 2  # +1 for the header, +1 for 1-based lines
     if table == "lieux":
         # From 2019 an accident can have several lieux rows: keep the first published one.
-        frame = frame.drop_duplicates(subset=schema.KEY, keep="first")
-    return _typed(frame, table)
+        first = ~frame[schema.KEY].duplicated(keep="first").to_numpy()
+        frame, lines = frame[first], lines[first]
+    return _typed(frame, table), lines
 
 
 # ------------------------------------------------------------------------- whole raw dump
@@ -429,7 +490,8 @@ def load_year(year_dir: Path, year: int) -> dict[str, pd.DataFrame]:
     missing = [table for table in schema.TABLE_NAMES if table not in files]
     if missing:
         raise BadInputError(year_dir, f"year {year} lacks table(s) {missing}")
-    tables = {table: load_table(files[table], year, table) for table in schema.TABLE_NAMES}
+    loaded = {table: _load_table_with_lines(files[table], year, table) for table in files}
+    tables = {table: loaded[table][0] for table in schema.TABLE_NAMES}
     characteristics = tables["caracteristiques"]
     duplicated = characteristics[schema.KEY].duplicated().to_numpy()
     if duplicated.any():
@@ -446,7 +508,7 @@ def load_year(year_dir: Path, year: int) -> dict[str, pd.DataFrame]:
             raise BadInputError(
                 files[table],
                 "Num_Acc not found in caracteristiques",
-                line=_line_of(unknown),
+                line=int(loaded[table][1][np.flatnonzero(unknown)[0]]),
                 column="Num_Acc",
                 value=tables[table][schema.KEY][unknown].iloc[0],
             )

@@ -1,0 +1,110 @@
+"""Classification metrics and curves for binary and multiclass targets alike."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+
+CURVE_GRID = np.linspace(0.0, 1.0, 101)
+
+
+def _rounded(value: float | None) -> float | None:
+    return None if value is None or not np.isfinite(value) else round(float(value), 6)
+
+
+def _auc_scores(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> dict:
+    present = np.unique(y_true)
+    if len(present) < 2:  # AUCs are undefined on a single class (e.g. a tiny subset)
+        return {"roc_auc": None, "pr_auc": None}
+    if len(classes) == 2:
+        positive = y_true == classes[1]
+        return {
+            "roc_auc": skm.roc_auc_score(positive, proba[:, 1]),
+            "pr_auc": skm.average_precision_score(positive, proba[:, 1]),
+        }
+    columns = np.isin(classes, present)
+    scores = proba[:, columns] / proba[:, columns].sum(axis=1, keepdims=True)
+    roc = skm.roc_auc_score(
+        y_true, scores, multi_class="ovr", average="weighted", labels=classes[columns]
+    )
+    one_hot = (y_true[:, None] == classes[columns][None, :]).astype(int)
+    pr = skm.average_precision_score(one_hot, scores, average="weighted")
+    return {"roc_auc": roc, "pr_auc": pr}
+
+
+def classification_metrics(
+    y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, labels: list[str]
+) -> dict:
+    """Accuracy, precision/recall/F1 (weighted, macro, per class), ROC-AUC, PR-AUC, log loss."""
+    y_true = np.asarray(y_true)
+    predicted = classes[np.argmax(proba, axis=1)]
+    result: dict = {"rows": len(y_true), "accuracy": skm.accuracy_score(y_true, predicted)}
+    for average in ("weighted", "macro"):
+        precision, recall, f1, _ = skm.precision_recall_fscore_support(
+            y_true, predicted, labels=classes, average=average, zero_division=0
+        )
+        result |= {
+            f"precision_{average}": precision,
+            f"recall_{average}": recall,
+            f"f1_{average}": f1,
+        }
+    result |= _auc_scores(y_true, proba, classes)
+    result["log_loss"] = skm.log_loss(y_true, np.clip(proba, 1e-15, 1), labels=classes)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(
+        y_true, predicted, labels=classes, zero_division=0
+    )
+    result["per_class"] = {
+        label: {
+            "precision": _rounded(precision[i]),
+            "recall": _rounded(recall[i]),
+            "f1": _rounded(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, label in enumerate(labels)
+    }
+    return {k: (_rounded(v) if not isinstance(v, dict | int) else v) for k, v in result.items()}
+
+
+def _curve_targets(y_true: np.ndarray, classes: np.ndarray, labels: list[str]):
+    """(label, is_positive, class column) pairs: the positive class only when binary."""
+    if len(classes) == 2:
+        return [(labels[1], y_true == classes[1], 1)]
+    return [(labels[i], y_true == c, i) for i, c in enumerate(classes) if (y_true == c).any()]
+
+
+def roc_points(
+    y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, labels: list[str]
+) -> pd.DataFrame:
+    """ROC curves on a fixed false-positive-rate grid (small, stable plot files)."""
+    frames = []
+    for label, positive, column in _curve_targets(y_true, classes, labels):
+        fpr, tpr, _ = skm.roc_curve(positive, proba[:, column])
+        frames.append(
+            pd.DataFrame({"class": label, "fpr": CURVE_GRID, "tpr": np.interp(CURVE_GRID, fpr, tpr)})
+        )
+    return pd.concat(frames, ignore_index=True).round(6)
+
+
+def precision_recall_points(
+    y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, labels: list[str]
+) -> pd.DataFrame:
+    """Interpolated precision (the best precision at recall ≥ r) on a fixed recall grid."""
+    frames = []
+    for label, positive, column in _curve_targets(y_true, classes, labels):
+        precision, recall, _ = skm.precision_recall_curve(positive, proba[:, column])
+        best = np.maximum.accumulate(precision[::-1])[::-1]  # recall is decreasing here
+        grid_precision = [best[recall >= r].max() if (recall >= r).any() else 0 for r in CURVE_GRID]
+        frames.append(pd.DataFrame({"class": label, "recall": CURVE_GRID, "precision": grid_precision}))
+    return pd.concat(frames, ignore_index=True).round(6)
+
+
+def confusion_rows(
+    y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, labels: list[str]
+) -> pd.DataFrame:
+    """One row per test example, the layout of DVC's confusion template."""
+    names = dict(zip(classes, labels, strict=True))
+    predicted = classes[np.argmax(proba, axis=1)]
+    return pd.DataFrame(
+        {"actual": [names[v] for v in y_true], "predicted": [names[v] for v in predicted]}
+    )
