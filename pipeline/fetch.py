@@ -390,7 +390,7 @@ def download(session: requests.Session, resource: Resource, target: Path) -> str
 
     new_dir = not target.parent.exists()
     try:
-        with open(target, "wb") as out:
+        with atomic_path(target, suffix=".part") as tmp, tmp.open("wb") as out:
             size, digest = _stream(session, resource, out)
             verified = _verify(resource, size, digest)
     except BaseException:
