@@ -28,3 +28,13 @@ def chunk_limit(chunks: Any) -> int | None:
     if value < 1:
         raise SystemExit(f"ingest.chunks must be at least 1, not {value}")
     return value
+
+
+def compose(overrides: list[str] | None = None, conf_dir: str | Path = "conf") -> dict:
+    """Compose ``conf/`` with Hydra the way ``dvc exp run -S`` does, as a plain dict."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
+        config = hydra_compose(config_name="config", overrides=overrides or [])
+    return OmegaConf.to_container(config, resolve=True)

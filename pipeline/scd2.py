@@ -76,38 +76,38 @@ def apply_chunk(
     incoming = incoming.assign(record_hash=record_hashes(incoming, tracked_columns(incoming, key)))
     if history is None or history.empty:
         return _new_versions(incoming, chunk_id, as_of)
-    current = history.loc[history["is_current"], [key, "record_hash"]]
-    seen = incoming[[key, "record_hash"]].merge(
-        current, on=key, how="left", suffixes=("", "_current")
+    is_current = history["is_current"].to_numpy()
+    current_hash = pd.Series(
+        history["record_hash"].to_numpy()[is_current], index=history[key].to_numpy()[is_current]
     )
-    is_new = seen["record_hash_current"].isna().to_numpy()
-    changed = (~is_new) & (seen["record_hash"] != seen["record_hash_current"]).to_numpy(
-        dtype=bool, na_value=False
-    )
+    previous = current_hash.reindex(incoming[key].to_numpy()).to_numpy()
+    is_new = pd.isna(previous)
+    changed = ~is_new & (incoming["record_hash"].to_numpy() != previous)
     if not (is_new.any() or changed.any()):
         return history
+    closing = is_current & history[key].isin(incoming[key][changed]).to_numpy()
     history = history.copy()
-    closing = history["is_current"] & history[key].isin(seen.loc[changed, key])
     history.loc[closing, "valid_to"] = as_of
     history.loc[closing, "valid_to_chunk"] = chunk_id
     history.loc[closing, "is_current"] = False
     opened = _new_versions(incoming.loc[is_new | changed], chunk_id, as_of)
-    return _typed(pd.concat([history, opened], ignore_index=True))
+    return pd.concat([history, opened], ignore_index=True)
 
 
 def _new_versions(records: pd.DataFrame, chunk_id: int, as_of: pd.Timestamp) -> pd.DataFrame:
-    versions = records.assign(
-        valid_from=as_of,
-        valid_to=pd.NaT,
-        valid_from_chunk=chunk_id,
-        valid_to_chunk=pd.NA,
-        is_current=True,
-    )
-    return _typed(versions)
-
-
-def _typed(history: pd.DataFrame) -> pd.DataFrame:
-    return history.astype(VALIDITY_DTYPES)
+    rows = len(records)
+    versions = records.reset_index(drop=True)
+    validity = {
+        "valid_from": pd.Series([as_of] * rows, dtype=VALIDITY_DTYPES["valid_from"]),
+        "valid_to": pd.Series([pd.NaT] * rows, dtype=VALIDITY_DTYPES["valid_to"]),
+        "valid_from_chunk": pd.Series([chunk_id] * rows, dtype=VALIDITY_DTYPES["valid_from_chunk"]),
+        "valid_to_chunk": pd.Series([pd.NA] * rows, dtype=VALIDITY_DTYPES["valid_to_chunk"]),
+        "is_current": pd.Series([True] * rows, dtype=VALIDITY_DTYPES["is_current"]),
+    }
+    for name, values in validity.items():
+        versions[name] = values
+    versions["record_hash"] = versions.pop("record_hash")
+    return versions
 
 
 def ordered(history: pd.DataFrame, key: str) -> pd.DataFrame:
