@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-from pipeline import entities, schema, scd2
+from pipeline import entities, scd2, schema
 from pipeline.ingest import CHUNK_MANIFEST
 from pipeline.io import BadInputError, read_json, write_json, write_parquet
 from pipeline.paths import CHUNKS_DIR, CLEAN_ACCIDENTS, CLEAN_STATE, CLEAN_USERS

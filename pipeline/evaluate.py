@@ -81,7 +81,9 @@ def roc_points(
     for label, positive, column in _curve_targets(y_true, classes, labels):
         fpr, tpr, _ = skm.roc_curve(positive, proba[:, column])
         frames.append(
-            pd.DataFrame({"class": label, "fpr": CURVE_GRID, "tpr": np.interp(CURVE_GRID, fpr, tpr)})
+            pd.DataFrame(
+                {"class": label, "fpr": CURVE_GRID, "tpr": np.interp(CURVE_GRID, fpr, tpr)}
+            )
         )
     return pd.concat(frames, ignore_index=True).round(6)
 
@@ -95,7 +97,9 @@ def precision_recall_points(
         precision, recall, _ = skm.precision_recall_curve(positive, proba[:, column])
         best = np.maximum.accumulate(precision[::-1])[::-1]  # recall is decreasing here
         grid_precision = [best[recall >= r].max() if (recall >= r).any() else 0 for r in CURVE_GRID]
-        frames.append(pd.DataFrame({"class": label, "recall": CURVE_GRID, "precision": grid_precision}))
+        frames.append(
+            pd.DataFrame({"class": label, "recall": CURVE_GRID, "precision": grid_precision})
+        )
     return pd.concat(frames, ignore_index=True).round(6)
 
 

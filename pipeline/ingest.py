@@ -34,9 +34,9 @@ def chunk_dir(chunk_id: int, root: Path = CHUNKS_DIR) -> Path:
 
 def event_order(characteristics: pd.DataFrame) -> pd.DataFrame:
     """Chronological order; accidents without a day are placed at the start of their month."""
-    minutes = characteristics["hrmn"].str[:2].astype("Int64") * 60 + characteristics[
-        "hrmn"
-    ].str[3:5].astype("Int64")
+    minutes = characteristics["hrmn"].str[:2].astype("Int64") * 60 + characteristics["hrmn"].str[
+        3:5
+    ].astype("Int64")
     day_known = characteristics["jour"].notna()
     order = pd.DataFrame(
         {

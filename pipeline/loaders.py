@@ -490,7 +490,9 @@ def load_year(year_dir: Path, year: int) -> dict[str, pd.DataFrame]:
     missing = [table for table in schema.TABLE_NAMES if table not in files]
     if missing:
         raise BadInputError(year_dir, f"year {year} lacks table(s) {missing}")
-    loaded = {table: _load_table_with_lines(files[table], year, table) for table in files}
+    loaded = {
+        table: _load_table_with_lines(files[table], year, table) for table in schema.TABLE_NAMES
+    }
     tables = {table: loaded[table][0] for table in schema.TABLE_NAMES}
     characteristics = tables["caracteristiques"]
     duplicated = characteristics[schema.KEY].duplicated().to_numpy()

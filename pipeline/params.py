@@ -24,7 +24,9 @@ def chunk_limit(chunks: Any) -> int | None:
     try:
         value = int(chunks)
     except (TypeError, ValueError):
-        raise SystemExit(f"ingest.chunks must be a positive integer or 'all', not {chunks!r}")
+        raise SystemExit(
+            f"ingest.chunks must be a positive integer or 'all', not {chunks!r}"
+        ) from None
     if value < 1:
         raise SystemExit(f"ingest.chunks must be at least 1, not {value}")
     return value

@@ -27,7 +27,9 @@ def render(progress: dict) -> str:
     for table, entry in sorted(progress["tables"].items()):
         lines.append(f"{table:<18}{entry['rows']:>10}{entry['total']:>10}{entry['pct']:>8.1f}")
     overall = progress["overall"]
-    lines.append(f"{'overall':<18}{overall['rows']:>10}{overall['total']:>10}{overall['pct']:>8.1f}")
+    lines.append(
+        f"{'overall':<18}{overall['rows']:>10}{overall['total']:>10}{overall['pct']:>8.1f}"
+    )
     return "\n".join(lines)
 
 

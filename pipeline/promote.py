@@ -36,7 +36,9 @@ def git(*args: str) -> str:
 def experiment_commit(name: str) -> str:
     """The commit of a DVC experiment, from its git ref (refs/exps/<baseline>/<name>)."""
     refs = git("for-each-ref", "--format=%(refname) %(objectname)", "refs/exps").splitlines()
-    matches = [sha for ref, sha in (line.split() for line in refs) if ref.rsplit("/", 1)[-1] == name]
+    matches = [
+        sha for ref, sha in (line.split() for line in refs) if ref.rsplit("/", 1)[-1] == name
+    ]
     if not matches:
         known = sorted({line.split()[0].rsplit("/", 1)[-1] for line in refs})
         raise SystemExit(f"no experiment named {name!r}; known experiments: {known or 'none'}")
@@ -100,7 +102,9 @@ def import_into_bentoml(metadata: dict) -> str:
     import bentoml
 
     labels = {"target": metadata["target"], "experiment": metadata["experiment"]}
-    with bentoml.models.create(BENTO_MODEL_NAME, labels=labels, metadata=without_nulls(metadata)) as model:
+    with bentoml.models.create(
+        BENTO_MODEL_NAME, labels=labels, metadata=without_nulls(metadata)
+    ) as model:
         shutil.copyfile(PROMOTED_MODEL, Path(model.path) / "model.joblib")
         shutil.copyfile(PROMOTED_METADATA, Path(model.path) / "metadata.json")
     return str(model.tag)

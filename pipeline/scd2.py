@@ -71,7 +71,10 @@ def apply_chunk(
     duplicated = incoming[key].duplicated()
     if duplicated.any():
         raise BadInputError(
-            source, "duplicated key in one chunk", column=key, value=incoming[key][duplicated].iloc[0]
+            source,
+            "duplicated key in one chunk",
+            column=key,
+            value=incoming[key][duplicated].iloc[0],
         )
     incoming = incoming.assign(record_hash=record_hashes(incoming, tracked_columns(incoming, key)))
     if history is None or history.empty:

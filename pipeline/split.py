@@ -16,7 +16,7 @@ import sys
 import numpy as np
 import pandas as pd
 
-from pipeline import schema, scd2
+from pipeline import scd2, schema
 from pipeline.io import read_json, write_json, write_parquet
 from pipeline.params import load_params
 from pipeline.paths import (

@@ -18,19 +18,19 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # headless: the stage runs in CI and in DVC queue workers
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from omegaconf import DictConfig, OmegaConf  # noqa: E402
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier  # noqa: E402
-from sklearn.inspection import permutation_importance  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.inspection import permutation_importance
 
-from pipeline import evaluate, schema, tracking  # noqa: E402
-from pipeline.features import ACCIDENT, USER, build_features  # noqa: E402
-from pipeline.io import read_json, write_json, write_text  # noqa: E402
-from pipeline.model_store import ModelBundle, save_model  # noqa: E402
-from pipeline.params import load_params  # noqa: E402
-from pipeline.paths import (  # noqa: E402
+from pipeline import evaluate, schema, tracking
+from pipeline.features import ACCIDENT, USER, build_features
+from pipeline.io import read_json, write_json, write_text
+from pipeline.model_store import ModelBundle, save_model
+from pipeline.params import load_params
+from pipeline.paths import (
     DATASET,
     DATASET_USERS,
     LOGS_DIR,
@@ -182,7 +182,9 @@ def data_snapshot(data: TrainingData) -> dict:
         "chunks_ingested": progress.get("chunks", {}).get("ingested"),
         "chunks_total": progress.get("chunks", {}).get("total"),
         "as_of": progress.get("as_of"),
-        "rows": {split: int((data.split == split).sum()) for split in ("train", "validation", "test")},
+        "rows": {
+            split: int((data.split == split).sum()) for split in ("train", "validation", "test")
+        },
         "years": sorted(int(y) for y in np.unique(data.year)),
         "class_balance": {
             label: round(float((data.target == c).mean()), 4)
@@ -198,26 +200,26 @@ def model_card(info: dict, metrics: dict) -> str:
         for year, m in metrics["test_by_year"].items()
     )
     snapshot = info["data_snapshot"]
-    return f"""# Model card: {info['target']} ({info['model_name']})
+    return f"""# Model card: {info["target"]} ({info["model_name"]})
 
-- **Task**: predict `{info['target']}` at the {info['unit']} level from BAAC road-accident records.
-- **Classes**: {", ".join(info['labels'])}; class balance {snapshot['class_balance']}.
-- **Data snapshot**: {snapshot['chunks_ingested']}/{snapshot['chunks_total']} chunks ingested
-  (as of {snapshot['as_of']}), years {snapshot['years']}; rows {snapshot['rows']};
-  dataset sha256 `{snapshot['dataset_sha256'][:16]}…`.
-- **Features**: {len(info['features'])} (groups {", ".join(info['feature_groups'])}); see
+- **Task**: predict `{info["target"]}` at the {info["unit"]} level from BAAC road-accident records.
+- **Classes**: {", ".join(info["labels"])}; class balance {snapshot["class_balance"]}.
+- **Data snapshot**: {snapshot["chunks_ingested"]}/{snapshot["chunks_total"]} chunks ingested
+  (as of {snapshot["as_of"]}), years {snapshot["years"]}; rows {snapshot["rows"]};
+  dataset sha256 `{snapshot["dataset_sha256"][:16]}…`.
+- **Features**: {len(info["features"])} (groups {", ".join(info["feature_groups"])}); see
   `docs/FEATURES.md`.
-- **Model size**: {info['model_size_mb']} MB.
+- **Model size**: {info["model_size_mb"]} MB.
 
 ## Test metrics
 | metric | value |
 |---|---|
-| ROC-AUC | {test['roc_auc']} |
-| PR-AUC | {test['pr_auc']} |
-| accuracy | {test['accuracy']} |
-| F1 weighted | {test['f1_weighted']} |
-| F1 macro | {test['f1_macro']} |
-| log loss | {test['log_loss']} |
+| ROC-AUC | {test["roc_auc"]} |
+| PR-AUC | {test["pr_auc"]} |
+| accuracy | {test["accuracy"]} |
+| F1 weighted | {test["f1_weighted"]} |
+| F1 macro | {test["f1_macro"]} |
+| log loss | {test["log_loss"]} |
 
 | year | test rows | ROC-AUC | F1 weighted | accuracy |
 |---|---|---|---|---|

@@ -309,7 +309,10 @@ def test_published_old_format_file(shared_baac, lieux_keys, year, name, rows, di
 ACCIDENTS = {2018: 57783, 2024: 54402}
 VEHICLES = {2018: 98876, 2024: 92678}
 USERS = {2018: 130169, 2024: 125187}
-GRAV = {2018: {1: 54248, 2: 3392, 3: 22169, 4: 50360}, 2024: {1: 52920, 2: 3432, 3: 19126, 4: 49709}}
+GRAV = {
+    2018: {1: 54248, 2: 3392, 3: 22169, 4: 50360},
+    2024: {1: 52920, 2: 3432, 3: 19126, 4: 49709},
+}
 OUTCOME_AND_DATE_COLUMNS = [
     "severity_index",
     "n_killed",
@@ -390,7 +393,9 @@ def test_2024_date_and_time_recovered_from_datetime(dump, raw_dir):
             "an": stamp.dt.year.astype(int),
             "mois": stamp.dt.month.astype(int),
             "jour": stamp.dt.day.astype(int),
-            "hrmn": [f"{h:02d}:{m:02d}" for h, m in zip(stamp.dt.hour, stamp.dt.minute, strict=True)],
+            "hrmn": [
+                f"{h:02d}:{m:02d}" for h, m in zip(stamp.dt.hour, stamp.dt.minute, strict=True)
+            ],
         }
     )
     got = _year(dump["caracteristiques"], 2024)[["num_acc", "an", "mois", "jour", "hrmn"]]
@@ -439,6 +444,21 @@ def test_user_ids(dump, raw_dir):
 
 
 # ------------------------------------------ 2019+ format: hand-written published layout
+
+
+USER_CODES = [
+    "place",
+    "catu",
+    "grav",
+    "sexe",
+    "an_nais",
+    "trajet",
+    "secu1",
+    "secu2",
+    "secu3",
+    "locp",
+    "etatp",
+]
 
 
 def fixture_file(year: int, table: str) -> Path:
@@ -502,9 +522,7 @@ def test_new_format_fixture_follows_every_rule(year):
         assert got["id_vehicule"] == row["id_vehicule"].replace(NBSP, "")
         actp = row["actp"].strip()
         assert py(got["actp"]) == (None if actp == "-1" else actp)
-        for name in ("place", "catu", "grav", "sexe", "an_nais", "trajet", "secu1", "secu2"):
-            assert py(got[name]) == code(row[name]), name
-        for name in ("secu3", "locp", "etatp"):
+        for name in USER_CODES:
             assert py(got[name]) == code(row[name]), name
     assert frame["user_id"].is_unique
 
@@ -518,7 +536,9 @@ def test_new_format_fixtures_carry_the_published_quirks():
     texts = {p: p.read_bytes() for p in FIXTURES.glob("*/*.csv")}
     assert all(b'";"' in data for data in texts.values())  # quoted, ';'-separated
     assert sum(data.startswith(BOM) for data in texts.values()) == 1
-    assert (FIXTURES / "2022" / "carcteristiques-2022.csv").read_bytes().startswith(b'"Accident_Id"')
+    assert (
+        (FIXTURES / "2022" / "carcteristiques-2022.csv").read_bytes().startswith(b'"Accident_Id"')
+    )
     assert (FIXTURES / "2023" / "caract-2023.csv").is_file()
     assert NBSP.encode() in texts[FIXTURES / "2022" / "usagers-2022.csv"]
     assert b'"-1"' in texts[FIXTURES / "2022" / "carcteristiques-2022.csv"]

@@ -115,7 +115,7 @@ def test_reingestion_versions_instead_of_duplicating():
 
 def test_duplicated_key_within_a_chunk_is_bad_input():
     frame = pd.concat([chunk_frame({"a": 1}), chunk_frame({"a": 2})], ignore_index=True)
-    with pytest.raises(BadInputError, match="duplicated key.*'a'"):
+    with pytest.raises(BadInputError, match=r"duplicated key.*'a'"):
         scd2.apply_chunk(None, frame, KEY, 1, as_of(1), source="chunk-0001")
 
 
