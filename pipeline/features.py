@@ -148,7 +148,7 @@ def _day_of_week(records: pd.DataFrame) -> pd.Series:
         ),
         errors="coerce",
     )
-    return dates.dt.dayofweek.astype("float64")
+    return dates.dt.day_of_week.astype("float64")
 
 
 def _department_code(dep: pd.Series) -> pd.Series:
