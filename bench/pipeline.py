@@ -1,0 +1,94 @@
+"""Pipeline benchmark: time and peak memory per stage of the full run, and the clean-scd2
+time of each successive chunk.
+
+    uv run python bench/pipeline.py            # full bundled data, default params
+    uv run python bench/pipeline.py --quick    # 2018 only, chunks of 2,000 (a smoke run)
+
+Runs in a temporary copy of the repository (real `dvc repro -s <stage>`), so the workspace
+outputs are untouched. Goals: the whole run in ≤ 90 s on 2 cores, and the clean-scd2 time of
+chunk 12 at most 1.5 x that of chunk 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.pipeline_repo import env, make_pipeline_repo, write_params  # noqa: E402
+
+STAGES = ["ingest-chunk", "clean-scd2", "split", "train"]
+
+
+def timed(args: list[str], cwd: Path) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process and its own children."""
+    started = time.perf_counter()
+    process = subprocess.Popen(args, cwd=cwd, env=env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)  # fmt: skip
+    _, status, usage = os.wait4(process.pid, 0)
+    elapsed = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(args)} failed:\n{process.stderr.read()}")
+    return elapsed, usage.ru_maxrss / 1024
+
+
+def bench_stages(repo: Path) -> dict[str, tuple[float, float]]:
+    results = {}
+    for stage in STAGES:
+        results[stage] = timed([sys.executable, "-m", "dvc", "repro", "-s", stage], repo)
+        print(f"  {stage:<14} {results[stage][0]:7.1f} s   peak RSS {results[stage][1]:7.0f} MB")
+    return results
+
+
+def bench_chunks(repo: Path, overrides: list[str], chunks: int) -> list[float]:
+    """clean-scd2 wall time (process included) as chunks 1..n arrive one at a time."""
+    times = []
+    for arrived in range(1, chunks + 1):
+        write_params(repo, [*overrides, f"ingest.chunks={arrived}"])
+        timed([sys.executable, "-m", "pipeline.ingest"], repo)
+        seconds, _ = timed([sys.executable, "-m", "pipeline.clean"], repo)
+        times.append(seconds)
+        print(f"  chunk {arrived:>2}: clean-scd2 {seconds:5.2f} s")
+    return times
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2018 only, chunks of 2,000")
+    args = parser.parse_args()
+    overrides = ["data.years=[2018]", "ingest.chunk_size=2000"] if args.quick else []
+    with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
+        repo = make_pipeline_repo(Path(tmp) / "stages", overrides)
+        print(f"full run ({'quick' if args.quick else 'bundled 2018 + 2024'}), dvc repro -s:")
+        stages = bench_stages(repo)
+        total = sum(seconds for seconds, _ in stages.values())
+        size_mb = (repo / "model" / "model.joblib").stat().st_size / 1e6
+        total_chunks = yaml.safe_load((repo / "metrics" / "progress.json").read_text())["chunks"][
+            "total"
+        ]
+        print(f"  total          {total:7.1f} s   (goal ≤ 90 s); model {size_mb:.1f} MB")
+        chunk_repo = make_pipeline_repo(Path(tmp) / "chunks", overrides)
+        print("clean-scd2 per arriving chunk:")
+        times = bench_chunks(chunk_repo, overrides, total_chunks)
+    ratio = times[-1] / times[0]
+    print(
+        f"clean-scd2: median {statistics.median(times):.2f} s per chunk; "
+        f"chunk {len(times)}/chunk 1 ratio {ratio:.2f} (goal ≤ 1.5)"
+    )
+    print(
+        f"train: {stages['train'][0]:.1f} s, peak RSS {stages['train'][1]:.0f} MB; "
+        f"whole run {total:.1f} s"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
