@@ -337,18 +337,27 @@ def train(params: DictConfig) -> dict:
     return metrics
 
 
+def print_test_metrics(metrics: dict) -> None:
+    print(f"test metrics ({metrics['test']['rows']} rows, model {metrics['model']['size_mb']} MB):")
+    for name in ("roc_auc", "pr_auc", "accuracy", "f1_weighted", "f1_macro", "log_loss"):
+        print(f"  test.{name:<12} {metrics['test'][name]}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m pipeline.train",
         description="DVC stage train: fit and evaluate the configured model "
         "(params: target, model, features).",
     )
-    parser.parse_args(argv)
+    parser.add_argument(
+        "--show", action="store_true", help=f"only print the test metrics of {TRAIN_METRICS}"
+    )
+    args = parser.parse_args(argv)
+    if args.show:
+        print_test_metrics(read_json(TRAIN_METRICS))
+        return 0
     configure_logging()
-    metrics = train(load_params())
-    print("test metrics:")
-    for name in ("roc_auc", "pr_auc", "accuracy", "f1_weighted", "f1_macro", "log_loss"):
-        print(f"  test.{name:<12} {metrics['test'][name]}")
+    print_test_metrics(train(load_params()))
     return 0
 
 
