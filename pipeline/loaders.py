@@ -217,15 +217,30 @@ def _clean_strings(values: pd.Series) -> pd.Series:
 INT16_LIMIT = 2**15 - 1  # codes are stored as Int16: a larger value would wrap around
 
 
+def _plain_integers(text: pd.Series) -> pd.Series | None:
+    """Fast path: pyarrow's cast when every value is a plain integer string, else None."""
+    try:
+        cast = pc.cast(pa.array(text.array), pa.int64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, TypeError):
+        return None
+    return pd.Series(cast.to_pandas(types_mapper=pd.ArrowDtype), index=text.index)
+
+
 def parse_int(values: pd.Series, path: Path, column: str) -> pd.Series:
     """Integer codes; missing tokens become NA; anything non-numeric is an error."""
     text = _clean_strings(values)
-    numbers = pd.to_numeric(text, errors="coerce")
-    bad = (text.notna() & (numbers.isna() | (numbers % 1 != 0))).to_numpy(dtype=bool)
-    if bad.any():
-        raise BadInputError(
-            path, "not an integer code", line=_line_of(bad), column=column, value=text[bad].iloc[0]
-        )
+    numbers = _plain_integers(text)
+    if numbers is None:  # "1.0" (pandas-written subsets) and errors take the slow path
+        numbers = pd.to_numeric(text, errors="coerce")
+        bad = (text.notna() & (numbers.isna() | (numbers % 1 != 0))).to_numpy(dtype=bool)
+        if bad.any():
+            raise BadInputError(
+                path,
+                "not an integer code",
+                line=_line_of(bad),
+                column=column,
+                value=text[bad].iloc[0],
+            )
     too_large = (numbers.abs() > INT16_LIMIT).fillna(False).to_numpy(dtype=bool)
     if too_large.any():
         raise BadInputError(
