@@ -31,7 +31,7 @@ data: install ## fetch the embedded raw BAAC dump (data.dvc) from the in-repo DV
 run: data ## the whole job: install, data, every pipeline stage, promote, show metrics
 	$(RUN) dvc repro
 	$(RUN) python -m pipeline.promote
-	$(RUN) dvc metrics show
+	$(RUN) python -m pipeline.train --show
 
 test: data ## the whole test suite
 	$(RUN) pytest
@@ -81,3 +81,48 @@ mlflow_ui: ## MLflow UI on the local SQLite store
 
 features_doc: ## regenerate docs/FEATURES.md from pipeline/features.py
 	$(RUN) python -m pipeline.features --markdown > docs/FEATURES.md
+
+# --- serving: the BentoML prediction API (issue 4; docs/serving.md) ----------------------
+# Serves the latest promoted model (`make promote`) from $(BENTOML_HOME); API_KEY comes from
+# the environment or .env (see .env.example); BAAC_MODEL_TAG=<name:version> serves another.
+SERVICE ?= app.service:BAACSeverity
+
+.PHONY: serve api_dev bento serve_requirements bench_serve
+
+serve: ## prediction API on http://$(HOST):$(PORT) (promoted model; needs API_KEY)
+	$(RUN) bentoml serve $(SERVICE) --host $(HOST) --port $(PORT)
+
+api_dev: ## the prediction API, reloading on code changes
+	$(RUN) bentoml serve $(SERVICE) --host $(HOST) --port $(PORT) --reload
+
+bento: ## package the API and the promoted model into a bento (offline)
+	$(RUN) bentoml build .
+
+serve_requirements: ## regenerate requirements-serve.txt (the bento's pins) from uv.lock
+	$(UV) export --frozen --no-hashes --no-dev --no-emit-project -o requirements-serve.txt
+
+bench_serve: ## benchmark the prediction API against a plain Starlette baseline
+	$(RUN) python bench/serve.py
+
+# --- experiments: dashboard, review, sweep (issue 5; docs/experiments.md) ----------------
+DASHBOARD_PORT ?= 8501
+BASELINE ?= main
+EXPS ?=
+# The default sweep: 2 x 3 random forests, each on the full 2018 data (all its chunks).
+# Override: make sweep SWEEP="-S 'model=random_forest,hist_gradient_boosting'".
+SWEEP ?= -S 'data.years=[2018]' -S 'ingest.chunks=all' -S 'model=random_forest' \
+	-S 'model.n_estimators=100,200' -S 'model.min_samples_leaf=5,10,20'
+
+.PHONY: dashboard review sweep
+
+dashboard: ## experiments dashboard (Streamlit) on http://$(HOST):$(DASHBOARD_PORT)
+	$(RUN) streamlit run app/dashboard.py --server.headless true \
+		--server.address $(HOST) --server.port $(DASHBOARD_PORT) --browser.gatherUsageStats false
+
+review: ## Markdown review vs BASELINE (main) of EXPS="a b" (default: all) -> reports/
+	$(RUN) python -m pipeline.review --baseline $(BASELINE) $(EXPS)
+
+sweep: ## queue a sweep (default: 6 forests on the full 2018 data), run WORKERS at a time
+	$(RUN) dvc exp run --queue $(SWEEP)
+	$(RUN) dvc queue start -j $(WORKERS)
+	@echo "follow with: dvc queue status; dvc exp show; make dashboard"

@@ -95,8 +95,9 @@ def precision_recall_points(
     frames = []
     for label, positive, column in _curve_targets(y_true, classes, labels):
         precision, recall, _ = skm.precision_recall_curve(positive, proba[:, column])
-        best = np.maximum.accumulate(precision[::-1])[::-1]  # recall is decreasing here
-        grid_precision = [best[recall >= r].max() if (recall >= r).any() else 0 for r in CURVE_GRID]
+        grid_precision = [
+            precision[recall >= r].max() if (recall >= r).any() else 0 for r in CURVE_GRID
+        ]
         frames.append(
             pd.DataFrame({"class": label, "recall": CURVE_GRID, "precision": grid_precision})
         )

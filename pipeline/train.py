@@ -100,6 +100,15 @@ def load_training_data(target: DictConfig, groups: list[str]) -> TrainingData:
     )
 
 
+def drop_empty_features(data: TrainingData) -> list[str]:
+    """Drop features with no value in the training rows (e.g. `col` when training on 2018
+    only): they carry nothing, and gradient boosting refuses an all-missing column."""
+    train_rows = data.features[data.split == "train"]
+    empty = [column for column in train_rows if train_rows[column].isna().all()]
+    data.features = data.features.drop(columns=empty)
+    return empty
+
+
 def make_model(config: DictConfig):
     settings = OmegaConf.to_container(config, resolve=True)
     name = settings.pop("name")
@@ -282,6 +291,9 @@ def log_to_mlflow(info: dict, metrics: dict, params: DictConfig, bundle: ModelBu
 def train(params: DictConfig) -> dict:
     groups = list(params.features.groups)
     data = load_training_data(params.target, groups)
+    dropped = drop_empty_features(data)
+    if dropped:
+        log.info("dropped features without any value in train: %s", ", ".join(dropped))
     model = make_model(params.model)
     x_train, y_train = data.part("train")
     log.info("fitting %s on %d rows x %d features", params.model.name, *x_train.shape)

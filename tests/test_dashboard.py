@@ -1,0 +1,165 @@
+"""The Streamlit dashboard on recorded ``dvc exp show`` answers (no dvc run) and its
+prediction form against a stand-in service on loopback (down, 401, success)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import ClassVar
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import predict_client as support
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "exp_show"
+DASHBOARD = str(ROOT / "app" / "dashboard.py")
+API_KEY = "test-key"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def render(monkeypatch: pytest.MonkeyPatch, recorded: Path | None) -> AppTest:
+    monkeypatch.setenv("BAAC_DASHBOARD_REPO", str(ROOT))
+    if recorded is not None:
+        monkeypatch.setenv("BAAC_DASHBOARD_EXP_SHOW", str(recorded))
+    at = AppTest.from_file(DASHBOARD, default_timeout=60)
+    at.run()
+    return at
+
+
+def problems(at: AppTest) -> list[str]:
+    """Exceptions, and warnings of sections that could not render."""
+    return [str(e.value) for e in at.exception] + [
+        str(w.value) for w in at.warning if "Could not render" in str(w.value)
+    ]
+
+
+@pytest.mark.parametrize("fixture", sorted(FIXTURES.glob("*.json")), ids=lambda p: p.stem)
+def test_page_renders_every_recorded_answer(monkeypatch, fixture: Path) -> None:
+    at = render(monkeypatch, fixture)
+    assert problems(at) == []
+    table = at.dataframe[0].value
+    expected = json.loads(fixture.read_text())
+    names = {e["name"] for b in expected for e in b.get("experiments") or []}
+    assert names <= set(table["experiment"])
+
+
+def test_page_survives_garbage(monkeypatch, tmp_path: Path) -> None:
+    recorded = tmp_path / "odd.json"
+    recorded.write_text(
+        json.dumps(
+            [
+                {"rev": "workspace", "data": {"metrics": {"metrics/train.json": {"data": []}}}},
+                {"rev": "0" * 40, "name": "main", "data": None, "experiments": [{"revs": [{}]}]},
+            ]
+        )
+    )
+    at = render(monkeypatch, recorded)
+    assert problems(at) == []
+
+
+def test_not_a_repository_is_an_error_message(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("BAAC_DASHBOARD_REPO", str(tmp_path))
+    at = AppTest.from_file(DASHBOARD, default_timeout=60)
+    at.run()
+    assert not at.exception
+    assert "no DVC repository" in at.error[0].value
+
+
+def test_best_experiment_and_promote_command(monkeypatch) -> None:
+    at = render(monkeypatch, FIXTURES / "success_failed.json")
+    assert any("has the highest test.roc_auc" in s.value for s in at.success)
+    assert any(c.value.startswith("dvc exp apply exp-") for c in at.code)
+    assert any(c.value.endswith("&& make promote") for c in at.code)
+
+
+# --- prediction form ------------------------------------------------------------------
+
+
+class FakeService(BaseHTTPRequestHandler):
+    received: ClassVar[list[dict]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        FakeService.received.append({"path": self.path, "body": body})
+        if self.headers.get("X-API-Key") != API_KEY:
+            self._reply(401, {"detail": "invalid API key"})
+        else:
+            self._reply(200, {"predictions": [{"label": "severe", "probability": 0.61}]})
+
+    def _reply(self, status: int, payload: dict) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args) -> None:  # keep pytest output clean
+        pass
+
+
+@pytest.fixture
+def service() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeService)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    FakeService.received = []
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def predict(monkeypatch, url: str, key: str | None) -> AppTest:
+    monkeypatch.setenv("BAAC_API_URL", url)
+    if key is None:
+        monkeypatch.delenv("API_KEY", raising=False)
+    else:
+        monkeypatch.setenv("API_KEY", key)
+    at = render(monkeypatch, FIXTURES / "no_experiments.json")
+    next(b for b in at.button if b.label == "Predict").click().run()
+    assert problems(at) == []
+    return at
+
+
+def test_prediction_success(monkeypatch, service: str) -> None:
+    at = predict(monkeypatch, service, API_KEY)
+    assert any(s.value == "Predicted: **severe**" for s in at.success)
+    request = FakeService.received[-1]
+    assert request["path"] == "/predict"
+    record = request["body"]["accidents"][0]
+    assert {"lum", "agg", "int", "atm", "catr", "vma"} <= set(record)
+    vehicles = record.get("vehicles") or record.get("vehicules")
+    assert vehicles and all("catv" in v for v in vehicles)
+
+
+def test_prediction_wrong_key_says_401(monkeypatch, service: str) -> None:
+    at = predict(monkeypatch, service, "wrong")
+    assert any("401" in e.value and "API_KEY" in e.value for e in at.error)
+
+
+def test_prediction_service_down(monkeypatch) -> None:
+    port = free_port()  # nothing listens there
+    at = predict(monkeypatch, f"http://127.0.0.1:{port}", API_KEY)
+    assert any("down or unreachable" in e.value for e in at.error)
+
+
+def test_build_record_follows_the_example_shape() -> None:
+    values = {"lum": 3, "agg": 1, "int": 2, "atm": 2, "catr": 3, "vma": 80, "hour": 22}
+    values["catv"] = [7, 33]
+    example = {"hrmn": "07:45", "vehicules": [{"catv": 1, "num_veh": "Z9"}], "dep": "59"}
+    record = support.build_record(example, values)
+    assert record["hrmn"] == "22:45" and "hour" not in record and record["dep"] == "59"
+    assert record["vehicules"] == [{"catv": 7, "num_veh": "A01"}, {"catv": 33, "num_veh": "B01"}]
+    record = support.build_record({}, values)
+    assert record["hour"] == 22 and record["vehicles"] == [{"catv": 7}, {"catv": 33}]

@@ -1,0 +1,63 @@
+"""Metrics and curve files on synthetic scores whose right answers are known."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import evaluate
+
+CLASSES = np.array([0, 1])
+LABELS = ["not_severe", "severe"]
+
+
+def binary_case(signal: float, rows: int = 4000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, rows)
+    score = np.clip(signal * y + (1 - signal) * rng.random(rows), 0, 1)
+    return y, np.column_stack([1 - score, score])
+
+
+def test_perfect_scores_give_perfect_metrics_and_curves():
+    y, proba = binary_case(signal=1.0)
+    metrics = evaluate.classification_metrics(y, proba, CLASSES, LABELS)
+    assert metrics["roc_auc"] == metrics["pr_auc"] == metrics["accuracy"] == 1.0
+    assert metrics["per_class"]["severe"]["support"] == int(y.sum())
+    pr = evaluate.precision_recall_points(y, proba, CLASSES, LABELS)
+    assert (pr["precision"] == 1.0).all()
+    roc = evaluate.roc_points(y, proba, CLASSES, LABELS)
+    assert roc.loc[roc["fpr"] == 0.0, "tpr"].iloc[0] == 1.0
+
+
+def test_random_scores_give_chance_level_curves():
+    y, proba = binary_case(signal=0.0)
+    metrics = evaluate.classification_metrics(y, proba, CLASSES, LABELS)
+    assert metrics["roc_auc"] == pytest.approx(0.5, abs=0.03)
+    pr = evaluate.precision_recall_points(y, proba, CLASSES, LABELS)
+    # At full recall, precision is the positive rate; it never exceeds chance by much.
+    assert pr.loc[pr["recall"] == 1.0, "precision"].iloc[0] == pytest.approx(y.mean(), abs=0.01)
+    assert pr.loc[pr["recall"] >= 0.2, "precision"].max() < 0.6
+    assert pr["precision"].is_monotonic_decreasing
+
+
+def test_multiclass_metrics_and_one_curve_per_class():
+    rng = np.random.default_rng(1)
+    classes = np.array([1, 2, 3])
+    y = rng.choice(classes, 3000)
+    proba = rng.dirichlet([1, 1, 1], 3000)
+    proba[np.arange(3000), y - 1] += 1.0  # informative
+    proba /= proba.sum(axis=1, keepdims=True)
+    labels = ["light_injury", "hospitalised", "killed"]
+    metrics = evaluate.classification_metrics(y, proba, classes, labels)
+    assert 0.6 < metrics["roc_auc"] <= 1.0 and 0 < metrics["f1_macro"] <= 1.0
+    assert set(metrics["per_class"]) == set(labels)
+    assert set(evaluate.roc_points(y, proba, classes, labels)["class"]) == set(labels)
+    confusion = evaluate.confusion_rows(y, proba, classes, labels)
+    assert len(confusion) == 3000 and set(confusion["actual"]) == set(labels)
+
+
+def test_auc_is_undefined_on_a_single_class():
+    y = np.ones(10, dtype=int)
+    proba = np.column_stack([np.zeros(10), np.ones(10)])
+    metrics = evaluate.classification_metrics(y, proba, CLASSES, LABELS)
+    assert metrics["roc_auc"] is None and metrics["accuracy"] == 1.0
