@@ -12,8 +12,12 @@ records, so that a served accident is described exactly as a trained one.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 import numpy as np
 import pandas as pd
+from pandas.api.extensions import ExtensionArray
 
 from pipeline import schema
 
@@ -91,85 +95,223 @@ USER_ATTRIBUTES = [
 ]
 
 
+def _lookup(codes: Iterable[int]) -> np.ndarray:
+    """A boolean table indexed by code: True for the given (non-negative) codes."""
+    codes = sorted(codes)
+    table = np.zeros(codes[-1] + 1 if codes else 1, dtype=bool)
+    table[codes] = True
+    return table
+
+
+# Code membership as lookup tables, built once: per request, ``np.isin`` and pandas ``isin``
+# cost more than the whole computation.
+CODE_LOOKUP = {name: _lookup(codes) for name, codes in schema.CODES.items()}
+
+
+def _group_of_code(groups: dict[str, set[int]]) -> np.ndarray:
+    """code -> index of its group in ``groups`` (-1: in none); the groups must be disjoint."""
+    table = np.full(max(max(codes) for codes in groups.values()) + 1, -1)
+    for position, codes in enumerate(groups.values()):
+        if (table[list(codes)] >= 0).any():
+            raise ValueError(f"overlapping vehicle count groups: {groups}")
+        table[list(codes)] = position
+    return table
+
+
+GROUP_OF_CODE = {column: _group_of_code(groups) for column, groups in VEHICLE_COUNTS.items()}
+PROTECTIVE_LOOKUP = _lookup(PROTECTIVE_EQUIPMENT)
+
+
+def _in_lookup(values: np.ndarray, table: np.ndarray) -> np.ndarray:
+    inside = (values >= 0) & (values < len(table))
+    return inside & table[np.where(inside, values, 0)]
+
+
+def _integers(values: pd.Series | ExtensionArray) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 values, missing mask) of an integer column (a Series or an array).
+
+    Missing values read as -1, which no code table and no measure range accepts.
+    """
+    array = values.array if isinstance(values, pd.Series) else values
+    if not isinstance(array, pd.arrays.IntegerArray):
+        array = pd.array(array, dtype="Int64")  # raises on non-integer values
+    return array.to_numpy(dtype="int64", na_value=-1), array.isna()
+
+
+def _known(name: str, ints: np.ndarray, missing: np.ndarray) -> np.ndarray:
+    """Where a code is in its BAAC table, or a measure in its range."""
+    if name in schema.CODES:
+        return ~missing & _in_lookup(ints, CODE_LOOKUP[name])
+    low, high = schema.MEASURE_RANGES[name]
+    return ~missing & (ints >= low) & (ints <= high)
+
+
+def valid_column(name: str, values: pd.Series) -> ExtensionArray:
+    """One column under the ``valid_codes`` rule, as an array (``name`` selects the rule)."""
+    if name not in schema.CODES and name not in schema.MEASURE_RANGES:
+        if name == "actp":
+            return values.where(values.isin(list(schema.ACTP_CODES))).array
+        return values.array
+    array = values.array
+    if not isinstance(array, pd.arrays.IntegerArray):  # not the normalised dtype
+        if name in schema.CODES:
+            return values.where(values.isin(np.array(sorted(schema.CODES[name])))).array
+        low, high = schema.MEASURE_RANGES[name]
+        return values.where((values >= low) & (values <= high)).array
+    ints, missing = _integers(array)
+    known = _known(name, ints, missing)
+    return pd.arrays.IntegerArray(ints.astype(array.dtype.numpy_dtype), ~known)
+
+
 def valid_codes(frame: pd.DataFrame) -> pd.DataFrame:
     """Codes outside their BAAC table, and measures outside their range, become missing.
 
     This is the documented rule for unknown categories: a new ``catv`` code is treated as
     "not filled in", never as an error.
     """
-    frame = frame.copy()
-    for column in frame.columns:
-        if column in schema.CODES:
-            known = np.array(sorted(schema.CODES[column]))
-            values = frame[column]
-            frame[column] = values.where(values.isin(known))
-        elif column in schema.MEASURE_RANGES:
-            low, high = schema.MEASURE_RANGES[column]
-            values = frame[column]
-            frame[column] = values.where((values >= low) & (values <= high))
-        elif column == "actp":
-            frame[column] = frame[column].where(frame[column].isin(list(schema.ACTP_CODES)))
-    return frame
+    arrays = {
+        position: valid_column(column, frame.iloc[:, position])
+        for position, column in enumerate(frame.columns.tolist())
+    }
+    valid = pd.DataFrame(arrays, index=frame.index)
+    valid.columns = frame.columns
+    return valid
 
 
-def _count_by_group(vehicles: pd.DataFrame) -> pd.DataFrame:
-    counts = {"n_vehicles": vehicles.groupby(KEY, sort=True).size()}
+def _valid_ints(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """(int64 values, known mask) of a code or measure column under the ``valid_codes`` rule."""
+    ints, missing = _integers(frame[column])
+    return ints, _known(column, ints, missing)
+
+
+def _nullable_ints(values: np.ndarray, missing: np.ndarray | None = None) -> pd.arrays.IntegerArray:
+    if missing is None:
+        missing = np.zeros(len(values), dtype=bool)
+    return pd.arrays.IntegerArray(values.astype("int16"), missing)
+
+
+def _nullable_floats(values: np.ndarray, missing: np.ndarray) -> pd.arrays.FloatingArray:
+    return pd.arrays.FloatingArray(np.where(missing, 0.0, values), missing)
+
+
+def _count(rows: np.ndarray, where: np.ndarray, size: int) -> np.ndarray:
+    """Per accident row (0..size-1): how many of the selected child rows point at it."""
+    return np.bincount(rows[where & (rows >= 0)], minlength=size)
+
+
+def _vehicle_counts(vehicles: pd.DataFrame, rows: np.ndarray, size: int) -> dict:
+    """Vehicle counts per accident row; ``rows`` gives each vehicle's accident row (-1: none)."""
+    every = np.ones(len(rows), dtype=bool)
+    counts = {"n_vehicles": _nullable_ints(_count(rows, every, size))}
     for column, groups in VEHICLE_COUNTS.items():
-        for name, codes in groups.items():
-            hit = vehicles[column].isin(list(codes)).fillna(False).astype("int64")
-            counts[name] = hit.groupby(vehicles[KEY], sort=True).sum()
-    return pd.DataFrame(counts).astype("Int16")
+        codes, known = _valid_ints(vehicles, column)
+        table = GROUP_OF_CODE[column]
+        inside = known & (codes < len(table))
+        group = np.where(inside, table[np.where(inside, codes, 0)], -1)
+        # One count over (accident row, group) pairs instead of one per group.
+        hit = (group >= 0) & (rows >= 0)
+        cells = np.bincount(rows[hit] * len(groups) + group[hit], minlength=size * len(groups))
+        per_group = cells.reshape(size, len(groups))
+        for position, name in enumerate(groups):
+            counts[name] = _nullable_ints(per_group[:, position])
+    return counts
+
+
+def _sorted_keys(keys: pd.Series) -> tuple[pd.Index, np.ndarray]:
+    """The distinct non-missing keys in ascending order, and each row's position among them."""
+    distinct = pd.Index(keys.dropna().unique()).sort_values()
+    return distinct.rename(KEY), distinct.get_indexer(keys)
 
 
 def vehicle_facts(vehicles: pd.DataFrame) -> pd.DataFrame:
     """Per accident: number of vehicles and counts by vehicle kind, obstacle, impact, manoeuvre."""
-    return _count_by_group(valid_codes(vehicles)).rename_axis(KEY)
+    keys, rows = _sorted_keys(vehicles[KEY])
+    return pd.DataFrame(_vehicle_counts(vehicles, rows, len(keys)), index=keys)
+
+
+def _group_extreme(
+    rows: np.ndarray, values: np.ndarray, valid: np.ndarray, size: int, reduce: np.ufunc
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per accident row: the min or max (``reduce``) of the valid values; where there is none."""
+    start = np.inf if reduce is np.minimum else -np.inf
+    out = np.full(size, start)
+    use = valid & (rows >= 0)
+    reduce.at(out, rows[use], values[use])
+    return out, _count(rows, use, size) == 0
+
+
+def _user_facts(users: pd.DataFrame, rows: np.ndarray, year: np.ndarray, size: int) -> dict:
+    """The per-accident user facts of ``user_facts`` as arrays aligned on the accident rows.
+
+    ``rows`` gives each user's accident row (-1: none) and ``year`` each accident's ``an``
+    (NaN when missing).
+    """
+    catu, catu_known = _valid_ints(users, "catu")
+    n_users = _count(rows, np.ones(len(rows), dtype=bool), size)
+    unknown = _count(rows, catu_known, size) == 0  # no user attribute at all (2018 subset)
+    birth, birth_known = _valid_ints(users, "an_nais")
+    user_year = np.where(rows >= 0, year[np.maximum(rows, 0)], np.nan)
+    age = user_year - birth
+    age_known = birth_known & ~np.isnan(user_year)
+    youngest, no_age = _group_extreme(rows, age, age_known, size, np.minimum)
+    oldest, _ = _group_extreme(rows, age, age_known, size, np.maximum)
+    protected = np.zeros(len(rows), dtype=bool)
+    for slot in ("secu1", "secu2", "secu3"):
+        codes, known = _valid_ints(users, slot)
+        protected |= known & _in_lookup(codes, PROTECTIVE_LOOKUP)
+    not_pedestrian = catu_known & ((catu == 1) | (catu == 2))
+    occupants = _count(rows, not_pedestrian, size)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = _count(rows, protected & not_pedestrian, size) / occupants
+    return {
+        "n_users": _nullable_ints(n_users, n_users == 0),
+        "n_pedestrians": _nullable_ints(_count(rows, catu_known & (catu == 3), size), unknown),
+        "n_passengers": _nullable_ints(_count(rows, catu_known & (catu == 2), size), unknown),
+        "min_age": _nullable_floats(youngest, unknown | no_age),
+        "max_age": _nullable_floats(oldest, unknown | no_age),
+        "share_protected": _nullable_floats(share, unknown | (occupants == 0)),
+    }
 
 
 def user_facts(users: pd.DataFrame, accident_year: pd.Series) -> pd.DataFrame:
     """Per accident: facts about its users known before the outcome (``grav`` is not used).
 
     Facts that need user attributes stay missing where the source has none (2018 subset).
+    ``accident_year`` is the accident's ``an`` indexed by ``num_acc``.
     """
-    users = valid_codes(users)
-    by_accident = users.groupby(KEY, sort=True)
-    known = by_accident["catu"].count() > 0
-    year = accident_year.reindex(users[KEY].to_numpy()).to_numpy()
-    age = pd.Series(year, index=users.index).astype("Float64") - users["an_nais"].astype("Float64")
-    protected = pd.concat(
-        [users[slot].isin(list(PROTECTIVE_EQUIPMENT)) for slot in ("secu1", "secu2", "secu3")],
-        axis=1,
-    ).any(axis=1)
-    not_pedestrian = users["catu"].isin([1, 2]).fillna(False)
-    facts = pd.DataFrame(
-        {
-            "n_users": by_accident.size(),
-            "n_pedestrians": (users["catu"] == 3).fillna(False).groupby(users[KEY]).sum(),
-            "n_passengers": (users["catu"] == 2).fillna(False).groupby(users[KEY]).sum(),
-            "min_age": age.groupby(users[KEY]).min(),
-            "max_age": age.groupby(users[KEY]).max(),
-            "share_protected": (protected & not_pedestrian).groupby(users[KEY]).sum()
-            / not_pedestrian.groupby(users[KEY]).sum().replace(0, np.nan),
-        }
-    )
-    for column in ("n_pedestrians", "n_passengers", "min_age", "max_age", "share_protected"):
-        facts[column] = facts[column].where(known)
-    return facts.astype(
-        {
-            "n_users": "Int16",
-            "n_pedestrians": "Int16",
-            "n_passengers": "Int16",
-            "min_age": "Float64",
-            "max_age": "Float64",
-            "share_protected": "Float64",
-        }
-    ).rename_axis(KEY)
+    keys, rows = _sorted_keys(users[KEY])
+    year = accident_year.reindex(keys).to_numpy(dtype="float64", na_value=np.nan)
+    return pd.DataFrame(_user_facts(users, rows, year, len(keys)), index=keys)
+
+
+def _worst_severity(users: pd.DataFrame, rows: np.ndarray, size: int) -> pd.arrays.IntegerArray:
+    grav, missing = _integers(users["grav"])
+    classes = np.full(len(grav), -1)
+    for code, severity in schema.GRAV_TO_SEVERITY.items():
+        classes[(grav == code) & ~missing] = severity
+    worst, none = _group_extreme(rows, classes, classes >= 0, size, np.maximum)
+    return _nullable_ints(np.where(none, 0, worst), none)
 
 
 def worst_severity(users: pd.DataFrame) -> pd.Series:
     """The class of the accident's worst-off user (0 unscathed ... 3 killed)."""
-    classes = users["grav"].map(schema.GRAV_TO_SEVERITY).astype("Int16")
-    return classes.groupby(users[KEY], sort=True).max().rename("severity")
+    keys, rows = _sorted_keys(users[KEY])
+    return pd.Series(_worst_severity(users, rows, len(keys)), index=keys, name="severity")
+
+
+HRMN = re.compile(r"[0-9][0-9]:[0-9][0-9]")
+
+
+def _hour_minute(hrmn: pd.Series) -> tuple[pd.arrays.IntegerArray, pd.arrays.IntegerArray]:
+    """Hours and minutes of "HH:MM" texts; anything else goes through the general parser."""
+    texts = hrmn.astype("string").to_numpy(dtype=object, na_value=None)
+    if not all(text is None or HRMN.fullmatch(text) for text in texts):
+        parsed = time_of_day(pd.DataFrame({"hrmn": hrmn}))
+        return parsed["hour"].array, parsed["minute"].array
+    missing = np.array([text is None for text in texts], dtype=bool)
+    hours = np.array([0 if text is None else int(text[:2]) for text in texts], dtype="int16")
+    minutes = np.array([0 if text is None else int(text[3:5]) for text in texts], dtype="int16")
+    return _nullable_ints(hours, missing), _nullable_ints(minutes, missing.copy())
 
 
 def time_of_day(characteristics: pd.DataFrame) -> pd.DataFrame:
@@ -183,24 +325,62 @@ def time_of_day(characteristics: pd.DataFrame) -> pd.DataFrame:
     )
 
 
+def _take(array: ExtensionArray, rows: np.ndarray) -> ExtensionArray:
+    """``array`` at ``rows`` (-1: missing); skipped when the rows are already in order."""
+    if len(rows) == len(array) and (rows == np.arange(len(rows))).all():
+        return array
+    return array.take(rows, allow_fill=True)
+
+
+def _unique_rows(table: str, keys: pd.Series) -> pd.Index:
+    index = pd.Index(keys)
+    if not index.is_unique:
+        duplicated = index[index.duplicated()][0]
+        raise ValueError(f"{table} has several rows for accident {duplicated}")
+    return index
+
+
 def accidents(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One record per accident, sorted by ``num_acc``."""
-    characteristics = valid_codes(tables["caracteristiques"]).set_index(KEY).sort_index()
-    characteristics = characteristics.join(time_of_day(characteristics)).drop(columns="hrmn")
-    place = valid_codes(tables["lieux"]).set_index(KEY)
-    record = characteristics.join(place, how="left")
-    record = record.join(vehicle_facts(tables["vehicules"]), how="left")
-    record = record.join(user_facts(tables["usagers"], characteristics["an"]), how="left")
-    # An accident without vehicle rows has no vehicles, rather than unknown ones.
-    vehicle_counts = ["n_vehicles", *(n for groups in VEHICLE_COUNTS.values() for n in groups)]
-    record[vehicle_counts] = record[vehicle_counts].fillna(0)
-    if "grav" in tables["usagers"]:
-        record = record.join(worst_severity(tables["usagers"]), how="left")
-    return record.reset_index()
+    """One record per accident, sorted by ``num_acc``.
+
+    Columns: the characteristics (``hrmn`` split into ``hour`` and ``minute``), the place, the
+    vehicle counts (0 without vehicles), the user facts and, when ``grav`` is given,
+    ``severity``. Characteristics and places must have one row per accident. The record is
+    assembled from arrays and built as a frame once: joins and per-column pandas operations
+    would cost more than the computation on the service's small batches.
+    """
+    characteristics = tables["caracteristiques"]
+    keys, order = _unique_rows("caracteristiques", characteristics[KEY]).sort_values(
+        return_indexer=True
+    )
+    size = len(keys)
+    record = {KEY: _take(characteristics[KEY].array, order)}
+    for column in characteristics.columns.tolist():
+        if column not in (KEY, "hrmn"):
+            record[column] = _take(valid_column(column, characteristics[column]), order)
+    hour, minute = _hour_minute(characteristics["hrmn"])
+    record["hour"], record["minute"] = _take(hour, order), _take(minute, order)
+    place = tables["lieux"]
+    place_rows = _unique_rows("lieux", place[KEY]).get_indexer(keys)
+    for column in place.columns.tolist():
+        if column != KEY:
+            record[column] = _take(valid_column(column, place[column]), place_rows)
+    vehicles = tables["vehicules"]
+    record |= _vehicle_counts(vehicles, keys.get_indexer(vehicles[KEY]), size)
+    people = tables["usagers"]
+    user_rows = keys.get_indexer(people[KEY])
+    year = record["an"].to_numpy(dtype="float64", na_value=np.nan)
+    record |= _user_facts(people, user_rows, year, size)
+    if "grav" in people:
+        record["severity"] = _worst_severity(people, user_rows, size)
+    return pd.DataFrame(record)
 
 
 def users(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One record per road user with their vehicle's attributes, sorted by ``user_id``."""
+    """One record per road user with their vehicle's attributes, sorted by ``user_id``.
+
+    ``grav`` is kept when the users table has it.
+    """
     people = valid_codes(tables["usagers"])
     vehicles = valid_codes(tables["vehicules"])
     vehicle_columns = {name: f"veh_{name}" for name in VEHICLE_ATTRIBUTES}
@@ -214,6 +394,8 @@ def users(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
         by_num[[KEY, "num_veh", *VEHICLE_ATTRIBUTES]], on=[KEY, "num_veh"], how="left"
     )
     vehicle = joined_id[VEHICLE_ATTRIBUTES].fillna(joined_num[VEHICLE_ATTRIBUTES])
-    record = people[[KEY, schema.USER_KEY, *USER_ATTRIBUTES, "grav"]].reset_index(drop=True)
+    # The outcome grav is absent from prediction requests.
+    outcome = ["grav"] if "grav" in people else []
+    record = people[[KEY, schema.USER_KEY, *USER_ATTRIBUTES, *outcome]].reset_index(drop=True)
     record = pd.concat([record, vehicle.rename(columns=vehicle_columns)], axis=1)
     return record.sort_values(schema.USER_KEY, kind="stable").reset_index(drop=True)

@@ -1,0 +1,197 @@
+"""Request guards of the prediction service, as ASGI middleware: API key and body size.
+
+``APIKeyMiddleware`` lets a request through when its ``X-API-Key`` header equals one of the
+keys in ``API_KEY`` (comma-separated, so that a key can be rotated: add the new one, move the
+clients, remove the old one). The probes, ``/metrics``, the docs page ``/``, its assets and the
+OpenAPI document stay open; everything else, unknown paths included, answers 401 without a
+key. Keys are compared in constant time and never logged.
+
+``BodyLimitMiddleware`` answers 413 to a body over ``MAX_BODY_BYTES`` before it is read: from
+its Content-Length, or while reading a streamed (chunked) body, so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+log = logging.getLogger("app.auth")
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+API_KEY_HEADER = "X-API-Key"
+OPEN_PATHS = frozenset({"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs.json"})
+OPEN_PREFIXES = ("/static_content/", "/assets/")  # the docs page's scripts and styles
+TRUE = frozenset({"1", "true", "yes", "on"})
+DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # a 10,000-accident request is about 11 MB
+NO_KEY = (
+    "no API key configured: set API_KEY (comma-separated keys allowed) in the environment "
+    "or in .env (see .env.example), or set ALLOW_NO_AUTH=1 to serve without authentication"
+)
+NO_AUTH_WARNING = (
+    "WARNING: ALLOW_NO_AUTH is set: the prediction API is served WITHOUT authentication. "
+    "Never do this outside a trusted development machine."
+)
+
+
+class ConfigurationError(RuntimeError):
+    """The service must not start with this configuration."""
+
+
+def configured_keys(environ: Mapping[str, str] = os.environ) -> tuple[bytes, ...]:
+    """The accepted keys: ``API_KEY`` split on commas, blanks ignored."""
+    raw = environ.get("API_KEY", "")
+    return tuple(key.strip().encode() for key in raw.split(",") if key.strip())
+
+
+def auth_disabled(environ: Mapping[str, str] = os.environ) -> bool:
+    return environ.get("ALLOW_NO_AUTH", "").strip().lower() in TRUE
+
+
+def configuration_problem(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Why the service must not start (no key and no explicit opt-out), or None."""
+    if configured_keys(environ) or auth_disabled(environ):
+        return None
+    return NO_KEY
+
+
+def key_matches(candidate: bytes, keys: Iterable[bytes]) -> bool:
+    # Every key is compared, so the time taken does not tell which key nearly matched.
+    matched = False
+    for key in keys:
+        matched |= secrets.compare_digest(candidate, key)
+    return matched
+
+
+def is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def header(scope: Scope, name: bytes) -> bytes | None:
+    for key, value in scope.get("headers", ()):
+        if key.lower() == name:
+            return value
+    return None
+
+
+async def send_json(
+    send: Send, status: int, payload: dict[str, Any], headers: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
+    body = json.dumps(payload).encode()
+    start_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *headers,
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": start_headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class APIKeyMiddleware:
+    """401 for any non-open path without a valid ``X-API-Key``."""
+
+    def __init__(
+        self, app: ASGIApp, keys: Iterable[str] | None = None, allow_no_auth: bool | None = None
+    ) -> None:
+        self.app = app
+        self.keys = configured_keys() if keys is None else tuple(k.encode() for k in keys)
+        self.disabled = auth_disabled() if allow_no_auth is None else allow_no_auth
+        if not self.keys and not self.disabled:
+            # Fail closed even where the start-up check did not run (e.g. an embedded app).
+            raise ConfigurationError(NO_KEY)
+        if self.disabled:
+            log.warning(NO_AUTH_WARNING)
+
+    def authorised(self, scope: Scope) -> bool:
+        candidate = header(scope, API_KEY_HEADER.lower().encode())
+        return candidate is not None and key_matches(candidate, self.keys)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or self.disabled or is_open(scope["path"]):
+            await self.app(scope, receive, send)
+            return
+        if self.authorised(scope):
+            await self.app(scope, receive, send)
+            return
+        # Logged without the header: the offered key may be a real key with a typo.
+        log.warning("401 %s %s: missing or invalid API key", scope.get("method"), scope["path"])
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        challenge = f'ApiKey header="{API_KEY_HEADER}"'.encode()
+        await send_json(
+            send,
+            401,
+            {"error": "missing or invalid API key"},
+            [(b"www-authenticate", challenge)],
+        )
+
+
+def max_body_bytes(environ: Mapping[str, str] = os.environ) -> int:
+    return int(environ.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
+
+
+class BodyLimitMiddleware:
+    """413 for a request body over ``max_bytes``, checked before the body is read."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int | None = None) -> None:
+        self.app = app
+        self.max_bytes = max_body_bytes() if max_bytes is None else max_bytes
+
+    async def too_large(self, send: Send) -> None:
+        await send_json(send, 413, {"error": "request body too large", "max_bytes": self.max_bytes})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        length = header(scope, b"content-length")
+        if length is not None:
+            # The server never delivers more than the declared length.
+            if not length.isdigit() or int(length) > self.max_bytes:
+                await self.too_large(send)
+                return
+            await self.app(scope, receive, send)
+            return
+        body = await self.read_streamed(receive)
+        if body is None:
+            await self.too_large(send)
+            return
+        await self.app(scope, replay(body, receive), send)
+
+    async def read_streamed(self, receive: Receive) -> bytes | None:
+        """A body without Content-Length, read up to the limit (None beyond it)."""
+        chunks, size, more = [], 0, True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # client gone: the app sees an empty body and the disconnect
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                return None
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        return b"".join(chunks)
+
+
+def replay(body: bytes, receive: Receive) -> Receive:
+    """A ``receive`` that first delivers ``body`` whole, then defers to the server's."""
+    delivered = False
+
+    async def receive_again() -> Message:
+        nonlocal delivered
+        if delivered:
+            return await receive()
+        delivered = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive_again

@@ -1,0 +1,407 @@
+"""Benchmark of the prediction service: ``.venv/bin/python bench/serve.py``.
+
+Starts the real service (``bentoml serve``, its own BentoML home with the promoted model) and,
+for comparison, a minimal Starlette app under uvicorn that runs the same validation, feature
+code and model (``app.schemas``, ``app.inference``). For each it measures, over keep-alive
+HTTP on loopback:
+
+- the latency (p50/p95/p99) of single-accident requests, one at a time;
+- the latency of 1,000-accident requests, one at a time;
+- the throughput of single-accident requests from 8 concurrent clients for 20 s.
+
+It then prints the BentoML/baseline ratios against the goals, and an in-process breakdown of
+where a request's time goes (validation, tables, entities, features, model). Requests are real
+test-split accidents rebuilt from the chunk tables. Every loop is bounded by a count or a
+deadline. ``--json PATH`` also writes the figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script: make `app`, `pipeline` and `tests` importable
+
+import httpx  # noqa: E402
+import numpy as np  # noqa: E402
+
+from app.examples.make_example import load_tables, request_records, sample_test_split  # noqa: E402
+from tests.service_helpers import environment, free_port, import_model, start  # noqa: E402
+
+KEY = "bench-key"
+GOALS = {"single_p50_ms": 10.0, "batch_p50_ms": 100.0, "throughput_ratio": 0.8}
+
+
+# --- the baseline: the same work in a minimal Starlette app -------------------------------
+
+
+def baseline_app() -> Any:
+    """Starlette app: API-key check, the service's validation, tables, features and model."""
+    from pydantic import ValidationError
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    from app import schemas
+    from app.inference import Predictor
+
+    predictor = Predictor.from_directory(os.environ["BASELINE_MODEL_DIR"])
+
+    def answer(body: bytes) -> Response:
+        try:
+            request = schemas.PredictRequest.model_validate_json(body)
+        except ValidationError as error:
+            return JSONResponse({"detail": schemas.describe_errors(error)}, status_code=422)
+        _, probabilities = predictor.predict(request.accidents)
+        best = probabilities.argmax(axis=1).tolist()
+        predictions = [
+            {
+                "record": i,
+                "predicted_class": predictor.classes[top],
+                "label": predictor.labels[top],
+                "probabilities": dict(zip(predictor.labels, row, strict=True)),
+                "model_version": predictor.version,
+            }
+            for i, (top, row) in enumerate(zip(best, probabilities.tolist(), strict=True))
+        ]
+        return JSONResponse({"predictions": predictions})
+
+    async def predict(request: Request) -> Response:
+        if request.headers.get("x-api-key") != KEY:
+            return JSONResponse({"error": "unauthorised"}, status_code=401)
+        body = await request.body()
+        # Like BentoML's sync APIs: the CPU work runs in a worker thread.
+        return await run_in_threadpool(answer, body)
+
+    async def ready(_: Request) -> Response:
+        return Response("ok")
+
+    return Starlette(routes=[Route("/predict", predict, methods=["POST"]), Route("/readyz", ready)])
+
+
+def serve_baseline(port: int, workers: int) -> None:
+    import uvicorn
+
+    uvicorn.run(
+        "bench.serve:baseline_app",
+        factory=True,
+        host="127.0.0.1",
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
+
+
+def start_baseline(model_dir: Path, workers: int, log_dir: Path) -> tuple[Any, str]:
+    """The baseline in a subprocess (``--baseline-server``); returns it once it answers."""
+    port = free_port()
+    env = dict(os.environ, BASELINE_MODEL_DIR=str(model_dir), PYTHONPATH=str(ROOT))
+    command = [sys.executable, __file__, "--baseline-server", str(port), "--workers", str(workers)]
+    log = (log_dir / "baseline.log").open("wb")
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.25)
+    process.kill()
+    raise RuntimeError(f"baseline did not start: {(log_dir / 'baseline.log').read_text()}")
+
+
+# --- the load -----------------------------------------------------------------------------
+
+
+class Client:
+    """One keep-alive HTTP/1.1 connection (http.client: the lightest client at hand)."""
+
+    def __init__(self, url: str) -> None:
+        host, port = url.removeprefix("http://").split(":")
+        self.address = host, int(port)
+        self.connection = http.client.HTTPConnection(*self.address, timeout=120)
+        self.headers = {"Content-Type": "application/json", "X-API-Key": KEY}
+        self.reconnects = 0
+
+    def post(self, body: bytes) -> int:
+        """The response status; a connection the server closed while idle is reopened once
+        (what any keep-alive client does), other failures raise."""
+        for attempt in (1, 2):
+            try:
+                self.connection.request("POST", "/predict", body=body, headers=self.headers)
+                response = self.connection.getresponse()
+                response.read()
+                return response.status
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                if attempt == 2:
+                    raise
+                self.connection.close()
+                self.connection = http.client.HTTPConnection(*self.address, timeout=120)
+                self.reconnects += 1
+        raise AssertionError("unreachable")
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.array(seconds) * 1000
+    return {f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)}
+
+
+def timed_requests(client: Client, bodies: list[bytes], start: int, count: int) -> list[float]:
+    """Latencies of ``count`` requests; NaN for a failed one."""
+    timings = []
+    for i in range(start, start + count):
+        began = time.perf_counter()
+        try:
+            ok = client.post(bodies[i % len(bodies)]) == 200
+        except (OSError, http.client.HTTPException):
+            ok = False
+        timings.append(time.perf_counter() - began if ok else float("nan"))
+    return timings
+
+
+def latency(urls: dict[str, str], bodies: list[bytes], rounds: int, per_round: int) -> dict:
+    """Sequential latency on one keep-alive connection per server. The servers take turns in
+    short rounds, so that a change in the machine's background load hits both alike."""
+    clients = {name: Client(url) for name, url in urls.items()}
+    timings: dict[str, list[float]] = {name: [] for name in urls}
+    for client in clients.values():
+        timed_requests(client, bodies, 0, max(3, per_round // 2))  # warm-up
+    for round_ in range(rounds):
+        order = list(urls) if round_ % 2 == 0 else list(reversed(urls))
+        for name in order:
+            timings[name] += timed_requests(clients[name], bodies, round_ * per_round, per_round)
+    results = {}
+    for name, values in timings.items():
+        ok = [v for v in values if v == v]
+        results[name] = {
+            **percentiles(ok),
+            "requests": len(values),
+            "errors": len(values) - len(ok),
+            "reconnects": clients[name].reconnects,
+        }
+    return results
+
+
+def throughput(url: str, bodies: list[bytes], clients: int, seconds: float) -> tuple[int, int]:
+    """(successes, errors) of ``clients`` threads sending requests for ``seconds``."""
+    counts, errors = [0] * clients, [0] * clients
+    deadline = time.monotonic() + seconds
+
+    def work(index: int) -> None:
+        client, i = Client(url), index
+        while time.monotonic() < deadline:
+            try:
+                ok = client.post(bodies[i % len(bodies)]) == 200
+            except (OSError, http.client.HTTPException):
+                ok, client = False, Client(url)
+            counts[index] += ok
+            errors[index] += not ok
+            i += clients
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=seconds + 180)
+    return sum(counts), sum(errors)
+
+
+def throughputs(urls: dict[str, str], bodies: list[bytes], args: Any) -> dict[str, Any]:
+    """Concurrent load in alternating windows, ``args.seconds`` in total per server."""
+    windows = 4
+    totals = {name: [0, 0] for name in urls}
+    for window in range(windows):
+        order = list(urls) if window % 2 == 0 else list(reversed(urls))
+        for name in order:
+            ok, failed = throughput(urls[name], bodies, args.clients, args.seconds / windows)
+            totals[name][0] += ok
+            totals[name][1] += failed
+    return {
+        name: {
+            "requests_per_s": round(ok / args.seconds, 1),
+            "requests": ok,
+            "errors": failed,
+            "clients": args.clients,
+            "seconds": args.seconds,
+        }
+        for name, (ok, failed) in totals.items()
+    }
+
+
+def measure(urls: dict[str, str], singles: list[bytes], batches: list[bytes], args: Any) -> dict:
+    single = latency(urls, singles, rounds=10, per_round=args.single_requests // 10)
+    batch = latency(urls, batches, rounds=args.batch_requests // 3, per_round=3)
+    load = throughputs(urls, singles, args)
+    return {
+        name: {"single": single[name], "batch_1000": batch[name], "throughput": load[name]}
+        for name in urls
+    }
+
+
+# --- where the time goes, in process -------------------------------------------------------
+
+
+def median_ms(function: Callable[[], Any], repeat: int) -> float:
+    function()
+    timings = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        function()
+        timings.append(time.perf_counter() - started)
+    return round(statistics.median(timings) * 1000, 3)
+
+
+def breakdown(model_dir: Path, body: bytes, repeat: int) -> dict[str, float]:
+    from app import schemas
+    from app.inference import Predictor, to_tables
+    from pipeline import entities, features
+
+    predictor = Predictor.from_directory(model_dir)
+    request = schemas.PredictRequest.model_validate_json(body)
+    batch = to_tables(request.accidents)
+    accidents = entities.accidents(batch.tables)
+    matrix = features.build_features(accidents, predictor.bundle.feature_groups)
+    groups = predictor.bundle.feature_groups
+    return {
+        "validate_json": median_ms(
+            lambda: schemas.PredictRequest.model_validate_json(body), repeat
+        ),
+        "to_tables": median_ms(lambda: to_tables(request.accidents), repeat),
+        "entities.accidents": median_ms(lambda: entities.accidents(batch.tables), repeat),
+        "build_features": median_ms(lambda: features.build_features(accidents, groups), repeat),
+        "predict_proba (tree by tree)": median_ms(lambda: predictor.predict_proba(matrix), repeat),
+        "predict_proba (sklearn, n_jobs=1)": median_ms(
+            lambda: predictor.bundle.predict_proba(matrix), repeat
+        ),
+    }
+
+
+# --- report -------------------------------------------------------------------------------
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return round(numerator / denominator, 2) if denominator else float("nan")
+
+
+def report(results: dict[str, Any]) -> str:
+    bento, base = results["bentoml"], results["baseline"]
+    lines = [f"workers per server: {results['workers']}, cpus: {os.cpu_count()}", ""]
+    lines.append(f"{'':28}{'BentoML':>12}{'baseline':>12}{'ratio':>8}")
+    for part in ("single", "batch_1000"):
+        for q in ("p50_ms", "p95_ms", "p99_ms"):
+            b, s = bento[part][q], base[part][q]
+            lines.append(f"{part + ' ' + q:28}{b:>12}{s:>12}{ratio(b, s):>8}")
+    b, s = bento["throughput"]["requests_per_s"], base["throughput"]["requests_per_s"]
+    clients = bento["throughput"]["clients"]
+    lines.append(f"{f'throughput c={clients} (req/s)':28}{b:>12}{s:>12}{ratio(b, s):>8}")
+    errors = {
+        name: sum(r[p]["errors"] for p in r) for name, r in (("BentoML", bento), ("baseline", base))
+    }
+    lines.append(f"{'errors':28}{errors['BentoML']:>12}{errors['baseline']:>12}")
+    goals = results["goals"]
+    lines += ["", "goals (2 cores):"]
+    lines += [f"  {name}: {'PASS' if ok else 'FAIL'}" for name, ok in goals.items()]
+    lines += ["", "in process, median ms per step (1 accident | 1,000 accidents):"]
+    one, many = results["breakdown"]["1"], results["breakdown"]["1000"]
+    lines += [f"  {step:36}{one[step]:>9}{many[step]:>10}" for step in one]
+    return "\n".join(lines)
+
+
+def goals(bento: dict[str, Any], base: dict[str, Any]) -> dict[str, bool]:
+    errors = sum(part["errors"] for part in bento.values())
+    tput = ratio(bento["throughput"]["requests_per_s"], base["throughput"]["requests_per_s"])
+    return {
+        f"single p50 <= {GOALS['single_p50_ms']} ms": bento["single"]["p50_ms"]
+        <= GOALS["single_p50_ms"],
+        f"1,000-batch p50 <= {GOALS['batch_p50_ms']} ms": bento["batch_1000"]["p50_ms"]
+        <= GOALS["batch_p50_ms"],
+        f"throughput ratio >= {GOALS['throughput_ratio']}": tput >= GOALS["throughput_ratio"],
+        "0 errors": errors == 0,
+    }
+
+
+def bodies(count: int, size: int, seed: int) -> list[bytes]:
+    tables = load_tables()
+    keys = sample_test_split(count * size, seed=seed)
+    records = request_records(tables, keys)
+    chunks = [records[i : i + size] for i in range(0, len(records), size)]
+    return [json.dumps({"accidents": chunk}).encode() for chunk in chunks]
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    singles, batches = bodies(200, 1, seed=11), bodies(3, 1000, seed=12)
+    with tempfile.TemporaryDirectory(prefix="bench-serve-") as tmp:
+        tmp_dir = Path(tmp)
+        home = tmp_dir / "bentoml_home"
+        import_model(ROOT, home)
+        env = environment(
+            home,
+            API_KEY=KEY,
+            BAAC_WORKERS=str(args.workers),
+            PREDICTION_LOG_PATH=str(tmp_dir / "predictions.jsonl"),
+        )
+        print("starting the BentoML service and the Starlette baseline...", flush=True)
+        server = start(env, tmp_dir / "bentoml")
+        try:
+            process, url = start_baseline(ROOT / "models", args.workers, tmp_dir)
+            try:
+                print("measuring (the two servers take turns)...", flush=True)
+                results = measure({"bentoml": server.url, "baseline": url}, singles, batches, args)
+            finally:
+                process.terminate()
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+        finally:
+            server.stop()
+    results["workers"] = args.workers
+    results["goals"] = goals(results["bentoml"], results["baseline"])
+    print("profiling the request path in process...", flush=True)
+    results["breakdown"] = {
+        "1": breakdown(ROOT / "models", singles[0], repeat=200),
+        "1000": breakdown(ROOT / "models", batches[0], repeat=10),
+    }
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bench/serve.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--workers", type=int, default=1, help="processes per server")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
+    parser.add_argument("--seconds", type=float, default=20.0, help="throughput duration")
+    parser.add_argument("--single-requests", type=int, default=500)
+    parser.add_argument("--batch-requests", type=int, default=30)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--baseline-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.baseline_server:
+        serve_baseline(args.baseline_server, args.workers)
+        return 0
+    for name in ("models/model.joblib", "models/metadata.json"):
+        if not (ROOT / name).is_file():
+            raise SystemExit(f"{name} missing: run `make promote` first")
+    results = run(args)
+    print(report(results))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""Run the real prediction service (``bentoml serve``) for the tests and the benchmark.
+
+Each run gets its own BentoML home into which the promoted model is imported with the
+project's own ``pipeline.promote.import_into_bentoml``; the repository's ``bentoml_home`` and
+``.env`` are never touched.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVICE = "app.service:BAACSeverity"
+# What a workspace needs to serve and to rebuild real requests.
+OUTPUTS = ("models/model.joblib", "models/metadata.json", "data/processed/dataset.parquet")
+SETTINGS = (
+    "API_KEY",
+    "ALLOW_NO_AUTH",
+    "BAAC_MODEL_TAG",
+    "BAAC_WORKERS",
+    "BAAC_PROGRESS_PATH",
+    "MAX_BODY_BYTES",
+    "PREDICTION_LOG_PATH",
+)
+
+
+def has_outputs(workspace: Path) -> bool:
+    chunks = list((workspace / "data" / "chunks").glob("chunk-*/usagers.parquet"))
+    return bool(chunks) and all((workspace / name).is_file() for name in OUTPUTS)
+
+
+def small_workspace(dest: Path) -> Path:
+    """A fresh clone has no pipeline outputs: run the small real pipeline (2018 data, two
+    chunks of 2,000 accidents, 20 trees) and promote its model, in ``dest``."""
+    from tests.pipeline_repo import dvc, make_pipeline_repo, run
+
+    repo = make_pipeline_repo(dest)
+    dvc("repro", "-q", cwd=repo)
+    run([sys.executable, "-m", "pipeline.promote", "--no-dvc", "--no-bentoml"], repo)
+    return repo
+
+
+def environment(home: Path, **settings: str) -> dict[str, str]:
+    """The server's environment: its own BentoML home and prediction log, no telemetry, no
+    ``.env`` file and no service settings inherited from the caller except those given."""
+    env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
+    env.update(
+        BENTOML_HOME=str(home),
+        PREDICTION_LOG_PATH=str(home / "predictions.jsonl"),
+        BENTOML_DO_NOT_TRACK="True",
+        DVC_NO_ANALYTICS="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        BAAC_ENV_FILE=os.devnull,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(settings)
+    return env
+
+
+def import_model(workspace: Path, home: Path) -> str:
+    """Import ``workspace/models`` into the BentoML home ``home``; returns the model tag."""
+    code = (
+        "import json; from pipeline.promote import import_into_bentoml; "
+        "print(import_into_bentoml(json.load(open('models/metadata.json'))))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=workspace,
+        env=environment(home, PYTHONPATH=str(workspace)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if result.returncode != 0:
+        raise RuntimeError(f"model import failed:\n{result.stdout}\n{result.stderr}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@dataclass
+class Server:
+    process: subprocess.Popen
+    url: str
+    stdout: Path
+    stderr: Path
+
+    def logs(self) -> str:
+        return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=10)
+
+
+def start(env: dict[str, str], log_dir: Path, timeout: float = 180) -> Server:
+    """``bentoml serve`` on a free loopback port; returns once ``/readyz`` answers 200."""
+    port = free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stdout, stderr = log_dir / f"serve-{port}.out", log_dir / f"serve-{port}.err"
+    command = [sys.executable, "-m", "bentoml", "serve", SERVICE]
+    command += ["--host", "127.0.0.1", "--port", str(port)]
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err)
+    server = Server(process, f"http://127.0.0.1:{port}", stdout, stderr)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.logs()}")
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.25)
+    server.stop()
+    raise RuntimeError(f"server not ready after {timeout} s:\n{server.logs()}")
