@@ -1,11 +1,11 @@
 """Stage ``clean-scd2``: clean each chunk and fold it into the SCD2 histories.
 
 Outputs ``data/clean/accidents.parquet`` (key ``num_acc``) and ``data/clean/users.parquet``
-(key ``user_id``). The stage is incremental: ``data/clean/state.json`` lists the chunks already
-applied with their content hashes, and only chunks after them are processed. If the applied
-chunks are no longer a prefix of the ingested ones (a different chunk size, fewer chunks, other
-raw data), the histories are rebuilt from chunk 1, so the result never depends on how the chunks
-arrived.
+(key ``user_id``), each a Parquet dataset directory with one part per chunk. The stage is
+incremental: ``data/clean/state.json`` lists the chunks already applied with their content
+hashes, and only chunks after them are processed. If the applied chunks are no longer a prefix
+of the ingested ones (a different chunk size, fewer chunks, other raw data), the histories are
+rebuilt from chunk 1, so the result never depends on how the chunks arrived.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline import entities, scd2, schema
 from pipeline.ingest import CHUNK_MANIFEST
-from pipeline.io import BadInputError, read_json, write_json, write_parquet
+from pipeline.io import BadInputError, read_json, write_json
 from pipeline.paths import CHUNKS_DIR, CLEAN_ACCIDENTS, CLEAN_STATE, CLEAN_USERS
 
 STATE_VERSION = 1
@@ -66,35 +66,18 @@ def ingested_chunks(root: Path = CHUNKS_DIR) -> list[Chunk]:
     return chunks
 
 
-@dataclass
-class Histories:
-    accidents: pd.DataFrame | None = None
-    users: pd.DataFrame | None = None
-
-    def apply(self, chunk: Chunk) -> None:
-        tables = chunk.read()
-        self.accidents = scd2.apply_chunk(
-            self.accidents,
-            entities.accidents(tables),
-            schema.KEY,
-            chunk.chunk_id,
-            chunk.as_of,
-            source=str(chunk.path),
-        )
-        self.users = scd2.apply_chunk(
-            self.users,
-            entities.users(tables),
-            schema.USER_KEY,
-            chunk.chunk_id,
-            chunk.as_of,
-            source=str(chunk.path),
-        )
+def histories() -> dict[str, tuple[scd2.PartitionedHistory, object]]:
+    """Each entity's history store and the function that builds its records from a chunk."""
+    return {
+        "accidents": (scd2.PartitionedHistory(CLEAN_ACCIDENTS, schema.KEY), entities.accidents),
+        "users": (scd2.PartitionedHistory(CLEAN_USERS, schema.USER_KEY), entities.users),
+    }
 
 
 def resume_point(chunks: list[Chunk], state: dict) -> int:
     """How many leading chunks the stored histories already contain (0 = rebuild)."""
     applied = state.get("applied", []) if state.get("version") == STATE_VERSION else []
-    if not (CLEAN_ACCIDENTS.exists() and CLEAN_USERS.exists()) or len(applied) > len(chunks):
+    if not (CLEAN_ACCIDENTS.is_dir() and CLEAN_USERS.is_dir()) or len(applied) > len(chunks):
         return 0
     for entry, chunk in zip(applied, chunks, strict=False):
         if entry != {"chunk_id": chunk.chunk_id, "content_hash": chunk.content_hash}:
@@ -102,28 +85,26 @@ def resume_point(chunks: list[Chunk], state: dict) -> int:
     return len(applied)
 
 
-def clean(chunks_dir: Path = CHUNKS_DIR) -> Histories:
+def clean(chunks_dir: Path = CHUNKS_DIR) -> None:
     chunks = ingested_chunks(chunks_dir)
     state = read_json(CLEAN_STATE, default={})
     start = resume_point(chunks, state)
-    histories = Histories()
-    if start:
-        histories.accidents = pd.read_parquet(CLEAN_ACCIDENTS)
-        histories.users = pd.read_parquet(CLEAN_USERS)
-    elif state:
+    if start == 0 and state:
         print("clean-scd2: ingested chunks changed, rebuilding the histories", file=sys.stderr)
+    stores = histories()
+    for store, _ in stores.values():
+        store.drop_parts_after(start)
     for chunk in tqdm(chunks[start:], desc="clean-scd2", unit="chunk"):
         started = time.perf_counter()
-        histories.apply(chunk)
+        tables = chunk.read()
+        for store, build in stores.values():
+            store.apply(build(tables), chunk.chunk_id, chunk.as_of, str(chunk.path))
         elapsed = time.perf_counter() - started
         tqdm.write(f"clean-scd2: chunk {chunk.chunk_id} applied in {elapsed:.2f} s", sys.stderr)
-    if start < len(chunks) or not CLEAN_ACCIDENTS.exists():
-        write_parquet(scd2.ordered(histories.accidents, schema.KEY), CLEAN_ACCIDENTS)
-        write_parquet(scd2.ordered(histories.users, schema.USER_KEY), CLEAN_USERS)
     applied = [{"chunk_id": c.chunk_id, "content_hash": c.content_hash} for c in chunks]
-    # The state is written last: after a crash the next run re-applies, which is a no-op.
+    # The state is written last: after a crash, the next run drops the parts of the chunks it
+    # does not list and applies those chunks again.
     write_json({"version": STATE_VERSION, "applied": applied}, CLEAN_STATE)
-    return histories
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,9 +13,13 @@ applying a chunk id that is already applied is a no-op, so a replay is idempoten
 
 from __future__ import annotations
 
-import pandas as pd
+import shutil
+from pathlib import Path
 
-from pipeline.io import BadInputError
+import pandas as pd
+import pyarrow.parquet as pq
+
+from pipeline.io import BadInputError, write_parquet
 
 VALIDITY_COLUMNS = [
     "valid_from",
@@ -56,18 +60,8 @@ def applied_chunks(history: pd.DataFrame | None) -> int:
     return max(opened, 0 if pd.isna(closed) else int(closed))
 
 
-def apply_chunk(
-    history: pd.DataFrame | None,
-    incoming: pd.DataFrame,
-    key: str,
-    chunk_id: int,
-    as_of: pd.Timestamp,
-    source: str = "chunk",
-) -> pd.DataFrame:
-    """Merge one chunk's records into the history and return the new history (unsorted)."""
-    if chunk_id < applied_chunks(history):
-        # Replaying an older chunk over newer versions would revert them.
-        raise ValueError(f"chunk {chunk_id} arrives after chunk {applied_chunks(history)}")
+def hashed(incoming: pd.DataFrame, key: str, source: str) -> pd.DataFrame:
+    """The incoming records with their ``record_hash``; a key twice in one chunk is an error."""
     duplicated = incoming[key].duplicated()
     if duplicated.any():
         raise BadInputError(
@@ -76,25 +70,126 @@ def apply_chunk(
             column=key,
             value=incoming[key][duplicated].iloc[0],
         )
-    incoming = incoming.assign(record_hash=record_hashes(incoming, tracked_columns(incoming, key)))
+    return incoming.assign(record_hash=record_hashes(incoming, tracked_columns(incoming, key)))
+
+
+def diff(
+    current_hash: pd.Series, incoming: pd.DataFrame, key: str, chunk_id: int, as_of: pd.Timestamp
+) -> tuple[pd.DataFrame, pd.Index]:
+    """The versions a chunk opens, and the keys whose current version it closes.
+
+    ``current_hash`` maps each key's current version to its hash; ``incoming`` is ``hashed``.
+    """
+    previous = current_hash.reindex(incoming[key].to_numpy()).to_numpy(dtype=object, na_value=None)
+    is_new = pd.isna(previous)
+    changed = ~is_new & (incoming["record_hash"].to_numpy(dtype=object) != previous)
+    opened = _new_versions(incoming.loc[is_new | changed], chunk_id, as_of)
+    return opened, pd.Index(incoming[key][changed])
+
+
+def close(
+    versions: pd.DataFrame, keys: pd.Index, key: str, chunk_id: int, as_of: pd.Timestamp
+) -> pd.DataFrame:
+    """Close the current version of each of ``keys`` as of the given chunk."""
+    closing = versions["is_current"].to_numpy() & versions[key].isin(keys).to_numpy()
+    versions = versions.copy()
+    versions.loc[closing, "valid_to"] = as_of
+    versions.loc[closing, "valid_to_chunk"] = chunk_id
+    versions.loc[closing, "is_current"] = False
+    return versions
+
+
+def current_hashes(versions: pd.DataFrame, key: str) -> pd.Series:
+    is_current = versions["is_current"].to_numpy()
+    return pd.Series(
+        versions["record_hash"].to_numpy()[is_current], index=versions[key].to_numpy()[is_current]
+    )
+
+
+def apply_chunk(
+    history: pd.DataFrame | None,
+    incoming: pd.DataFrame,
+    key: str,
+    chunk_id: int,
+    as_of: pd.Timestamp,
+    source: str = "chunk",
+) -> pd.DataFrame:
+    """Merge one chunk's records into an in-memory history; returns the new history."""
+    if chunk_id < applied_chunks(history):
+        # Replaying an older chunk over newer versions would revert them.
+        raise ValueError(f"chunk {chunk_id} arrives after chunk {applied_chunks(history)}")
+    incoming = hashed(incoming, key, source)
     if history is None or history.empty:
         return _new_versions(incoming, chunk_id, as_of)
-    is_current = history["is_current"].to_numpy()
-    current_hash = pd.Series(
-        history["record_hash"].to_numpy()[is_current], index=history[key].to_numpy()[is_current]
-    )
-    previous = current_hash.reindex(incoming[key].to_numpy()).to_numpy()
-    is_new = pd.isna(previous)
-    changed = ~is_new & (incoming["record_hash"].to_numpy() != previous)
-    if not (is_new.any() or changed.any()):
+    opened, closing = diff(current_hashes(history, key), incoming, key, chunk_id, as_of)
+    if opened.empty:
         return history
-    closing = is_current & history[key].isin(incoming[key][changed]).to_numpy()
-    history = history.copy()
-    history.loc[closing, "valid_to"] = as_of
-    history.loc[closing, "valid_to_chunk"] = chunk_id
-    history.loc[closing, "is_current"] = False
-    opened = _new_versions(incoming.loc[is_new | changed], chunk_id, as_of)
+    if len(closing):
+        history = close(history, closing, key, chunk_id, as_of)
     return pd.concat([history, opened], ignore_index=True)
+
+
+class PartitionedHistory:
+    """An SCD2 history stored as a Parquet dataset directory with one part per chunk.
+
+    Part k holds the versions that chunk k opened, sorted by key. Applying a chunk writes its
+    own part and rewrites only the older parts holding versions it closes (corrections are
+    rare), so the cost of a chunk does not grow with the history.
+    """
+
+    def __init__(self, directory: Path, key: str) -> None:
+        self.directory = Path(directory)
+        self.key = key
+
+    def part(self, chunk_id: int) -> Path:
+        return self.directory / f"part-{chunk_id:05d}.parquet"
+
+    def parts(self) -> list[Path]:
+        return sorted(self.directory.glob("part-*.parquet"))
+
+    def drop_parts_after(self, chunk_id: int) -> None:
+        """Forget versions opened after ``chunk_id`` (left by a run that did not finish)."""
+        if chunk_id == 0 and self.directory.exists():
+            shutil.rmtree(self.directory)
+        for part in self.parts():
+            if int(part.stem.split("-")[1]) > chunk_id:
+                part.unlink()
+
+    def _current_hashes(self) -> pd.Series:
+        """Every key's current hash: three columns of the whole dataset, read in one pass."""
+        if not self.parts():
+            return pd.Series(dtype="string")
+        index = pq.read_table(
+            self.directory,
+            columns=[self.key, "record_hash"],
+            filters=[("is_current", "==", True)],
+        )
+        return pd.Series(
+            index.column("record_hash").to_numpy(), index=index.column(self.key).to_numpy()
+        )
+
+    def _parts_holding(self, keys: pd.Index) -> list[Path]:
+        return [
+            part
+            for part in self.parts()
+            if pd.Index(pq.read_table(part, columns=[self.key]).column(self.key).to_numpy())
+            .isin(keys)
+            .any()
+        ]
+
+    def apply(self, incoming: pd.DataFrame, chunk_id: int, as_of: pd.Timestamp, source: str):
+        incoming = hashed(incoming, self.key, source)
+        opened, closing = diff(self._current_hashes(), incoming, self.key, chunk_id, as_of)
+        if len(closing):  # a corrected re-publication: rewrite only the parts it touches
+            for part in self._parts_holding(closing):
+                write_parquet(
+                    close(pd.read_parquet(part), closing, self.key, chunk_id, as_of), part
+                )
+        if not opened.empty:
+            write_parquet(ordered(opened, self.key), self.part(chunk_id))
+
+    def read(self) -> pd.DataFrame:
+        return ordered(pd.concat([pd.read_parquet(p) for p in self.parts()]), self.key)
 
 
 def _new_versions(records: pd.DataFrame, chunk_id: int, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pandas as pd
 import pytest
 from hypothesis import given, settings
@@ -122,3 +125,16 @@ def test_duplicated_key_within_a_chunk_is_bad_input():
 def test_validity_dates_come_from_the_chunk_not_the_clock():
     history = replay([{"a": 1}, {"a": 3}])
     assert set(history["valid_from"]) == {as_of(1), as_of(2)}
+
+
+@settings(max_examples=40, deadline=None)
+@given(chunks_strategy)
+def test_partitioned_store_equals_the_in_memory_history(chunks):
+    """The stage's on-disk store (one Parquet part per chunk) is the same mechanism."""
+    with tempfile.TemporaryDirectory() as directory:
+        store = scd2.PartitionedHistory(Path(directory) / "history.parquet", KEY)
+        for chunk_id, records in enumerate(chunks, start=1):
+            store.apply(chunk_frame(records), chunk_id, as_of(chunk_id), "chunk")
+        pd.testing.assert_frame_equal(store.read(), scd2.ordered(replay(chunks), KEY))
+        opened = {int(part.stem.split("-")[1]) for part in store.parts()}
+        assert opened == set(store.read()["valid_from_chunk"])
