@@ -11,22 +11,11 @@ from omegaconf import OmegaConf
 
 from pipeline import entities, features, schema, train
 from pipeline.loaders import load_year
+from tests.baac_facts import OUTCOME_DERIVED_2024
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW_2024 = ROOT / "data" / "raw" / "2024"
-OUTCOME_DERIVED = {
-    "severity_index",
-    "n_killed",
-    "worst_severity_rank",
-    "accident_severity_class",
-    "severity_weight",
-    "severity_rank",
-    "n_people",
-    "age",
-    "fled_unidentified",
-    "seat_conflict",
-    "time_of_day",
-}
+OUTCOME_DERIVED = set(OUTCOME_DERIVED_2024)
 POST_ACCIDENT = {"grav", "severity", "severe", "dataset_split", "valid_from", "valid_to"}
 pytestmark = pytest.mark.skipif(not RAW_2024.is_dir(), reason="data/raw missing: run `make data`")
 

@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from pipeline import loaders, schema
+from tests.baac_facts import OUTCOME_DERIVED_2024
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "new_format"
 NBSP = "\u00a0"
@@ -313,21 +314,7 @@ GRAV = {
     2018: {1: 54248, 2: 3392, 3: 22169, 4: 50360},
     2024: {1: 52920, 2: 3432, 3: 19126, 4: 49709},
 }
-OUTCOME_AND_DATE_COLUMNS = [
-    "severity_index",
-    "n_killed",
-    "worst_severity_rank",
-    "accident_severity_class",
-    "severity_weight",
-    "severity_rank",
-    "n_people",
-    "age",
-    "fled_unidentified",
-    "seat_conflict",
-    "time_of_day",
-    "date",
-    "datetime",
-]
+OUTCOME_AND_DATE_COLUMNS = [*OUTCOME_DERIVED_2024, "date", "datetime"]
 USER_ATTRIBUTES = [
     "id_vehicule",
     "num_veh",
