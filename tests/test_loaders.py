@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import loaders, schema
+from pipeline import entities, loaders, schema
 from tests.baac_facts import OUTCOME_DERIVED_2024
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "new_format"
@@ -315,21 +315,7 @@ GRAV = {
     2024: {1: 52920, 2: 3432, 3: 19126, 4: 49709},
 }
 OUTCOME_AND_DATE_COLUMNS = [*OUTCOME_DERIVED_2024, "date", "datetime"]
-USER_ATTRIBUTES = [
-    "id_vehicule",
-    "num_veh",
-    "place",
-    "catu",
-    "sexe",
-    "an_nais",
-    "trajet",
-    "secu1",
-    "secu2",
-    "secu3",
-    "locp",
-    "actp",
-    "etatp",
-]
+USER_ATTRIBUTES = ["id_vehicule", "num_veh", *entities.USER_ATTRIBUTES]
 
 
 @pytest.fixture(scope="module")
@@ -433,19 +419,7 @@ def test_user_ids(dump, raw_dir):
 # ------------------------------------------ 2019+ format: hand-written published layout
 
 
-USER_CODES = [
-    "place",
-    "catu",
-    "grav",
-    "sexe",
-    "an_nais",
-    "trajet",
-    "secu1",
-    "secu2",
-    "secu3",
-    "locp",
-    "etatp",
-]
+USER_CODES = [c for c in schema.columns("usagers") if schema.dtypes("usagers")[c] == "Int16"]
 
 
 def fixture_file(year: int, table: str) -> Path:
