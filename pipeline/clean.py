@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline import entities, scd2, schema
 from pipeline.ingest import CHUNK_MANIFEST
-from pipeline.io import BadInputError, read_json, write_json
+from pipeline.io import BadInputError, read_json, run_stage, write_json
 from pipeline.paths import CHUNKS_DIR, CLEAN_ACCIDENTS, CLEAN_STATE, CLEAN_USERS
 
 STATE_VERSION = 1
@@ -114,12 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "histories of accidents and road users in data/clean/.",
     )
     parser.parse_args(argv)
-    try:
-        clean()
-    except BadInputError as error:
-        print(f"clean-scd2: bad input: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_stage("clean-scd2", clean)
 
 
 if __name__ == "__main__":

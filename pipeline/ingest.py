@@ -20,7 +20,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline import schema
-from pipeline.io import BadInputError, atomic_directory, read_json, write_json, write_parquet
+from pipeline.io import atomic_directory, read_json, run_stage, write_json, write_parquet
 from pipeline.loaders import load_raw_dump
 from pipeline.params import chunk_limit, load_params
 from pipeline.paths import CHUNKS_DIR, PROGRESS_FILE, RAW_DIR
@@ -191,17 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.parse_args(argv)
     params = load_params()
     years = params.data.get("years")
-    try:
-        ingest(
+    return run_stage(
+        "ingest-chunk",
+        lambda: ingest(
             Path(params.data.get("raw_dir", RAW_DIR)),
             list(years) if years else None,
             int(params.ingest.chunk_size),
             chunk_limit(params.ingest.chunks),
-        )
-    except BadInputError as error:
-        print(f"ingest-chunk: bad input: {error}", file=sys.stderr)
-        return 2
-    return 0
+        ),
+    )
 
 
 if __name__ == "__main__":

@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,16 @@ class BadInputError(Exception):
         detail = f" (value {value!r})" if value is not None else ""
         super().__init__(f"{where}: {problem}{detail}")
         self.path, self.line, self.column, self.value = str(path), line, column, value
+
+
+def run_stage(stage: str, work: Callable[[], object]) -> int:
+    """Run a stage's work; bad input becomes one clear line on stderr and exit code 2."""
+    try:
+        work()
+    except BadInputError as error:
+        print(f"{stage}: bad input: {error}", file=sys.stderr)
+        return 2
+    return 0
 
 
 @contextmanager
