@@ -223,12 +223,6 @@ def _sorted_keys(keys: pd.Series) -> tuple[pd.Index, np.ndarray]:
     return distinct.rename(KEY), distinct.get_indexer(keys)
 
 
-def vehicle_facts(vehicles: pd.DataFrame) -> pd.DataFrame:
-    """Per accident: number of vehicles and counts by vehicle kind, obstacle, impact, manoeuvre."""
-    keys, rows = _sorted_keys(vehicles[KEY])
-    return pd.DataFrame(_vehicle_counts(vehicles, rows, len(keys)), index=keys)
-
-
 def _group_extreme(
     rows: np.ndarray, values: np.ndarray, valid: np.ndarray, size: int, reduce: np.ufunc
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -241,7 +235,8 @@ def _group_extreme(
 
 
 def _user_facts(users: pd.DataFrame, rows: np.ndarray, year: np.ndarray, size: int) -> dict:
-    """The per-accident user facts of ``user_facts`` as arrays aligned on the accident rows.
+    """Per accident, facts about its users known before the outcome (``grav`` is not used),
+    as arrays aligned on the accident rows; missing where the source has no user attributes.
 
     ``rows`` gives each user's accident row (-1: none) and ``year`` each accident's ``an``
     (NaN when missing).
@@ -273,17 +268,6 @@ def _user_facts(users: pd.DataFrame, rows: np.ndarray, year: np.ndarray, size: i
     }
 
 
-def user_facts(users: pd.DataFrame, accident_year: pd.Series) -> pd.DataFrame:
-    """Per accident: facts about its users known before the outcome (``grav`` is not used).
-
-    Facts that need user attributes stay missing where the source has none (2018 subset).
-    ``accident_year`` is the accident's ``an`` indexed by ``num_acc``.
-    """
-    keys, rows = _sorted_keys(users[KEY])
-    year = accident_year.reindex(keys).to_numpy(dtype="float64", na_value=np.nan)
-    return pd.DataFrame(_user_facts(users, rows, year, len(keys)), index=keys)
-
-
 def _worst_severity(users: pd.DataFrame, rows: np.ndarray, size: int) -> pd.arrays.IntegerArray:
     grav, missing = _integers(users["grav"])
     classes = np.full(len(grav), -1)
@@ -291,12 +275,6 @@ def _worst_severity(users: pd.DataFrame, rows: np.ndarray, size: int) -> pd.arra
         classes[(grav == code) & ~missing] = severity
     worst, none = _group_extreme(rows, classes, classes >= 0, size, np.maximum)
     return _nullable_ints(np.where(none, 0, worst), none)
-
-
-def worst_severity(users: pd.DataFrame) -> pd.Series:
-    """The class of the accident's worst-off user (0 unscathed ... 3 killed)."""
-    keys, rows = _sorted_keys(users[KEY])
-    return pd.Series(_worst_severity(users, rows, len(keys)), index=keys, name="severity")
 
 
 HRMN = re.compile(r"[0-9][0-9]:[0-9][0-9]")

@@ -176,11 +176,6 @@ def _weekday(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray
     return weekday
 
 
-def _day_of_week(records: pd.DataFrame) -> pd.Series:
-    days = _weekday(_floats(records["an"]), _floats(records["mois"]), _floats(records["jour"]))
-    return pd.Series(days, index=records.index)
-
-
 DEPARTMENT = re.compile(r"[0-9]{1,6}")
 SMALL = 2000  # rows up to which per-value Python parsing is faster than pandas
 
@@ -197,10 +192,6 @@ def _department_codes(dep: pd.Series) -> np.ndarray:
         return np.array(numbers, dtype="float64")
     text = dep.astype("string").str.upper().replace({"2A": "20", "2B": "20"})
     return _as_float(text).to_numpy()
-
-
-def _department_code(dep: pd.Series) -> pd.Series:
-    return pd.Series(_department_codes(dep), index=dep.index)
 
 
 DERIVED = [
@@ -266,12 +257,6 @@ def _frame(
     return pd.DataFrame(matrix, index=index, columns=columns, copy=False)
 
 
-def accident_features(records: pd.DataFrame) -> pd.DataFrame:
-    """Every accident-level feature from accident entity records (see ``entities.accidents``)."""
-    arrays = _accident_arrays(records)
-    return _frame(arrays, list(arrays), len(records), records.index)
-
-
 USER_CODES = ["place", "catu", "sexe", "trajet", "secu1", "secu2", "secu3", "locp", "etatp"]
 USER_FEATURES = [*USER_CODES, "actp", "age", "protected"] + [
     f"veh_{name}" for name in entities.VEHICLE_ATTRIBUTES
@@ -296,11 +281,6 @@ def _user_arrays(users: pd.DataFrame) -> dict[str, np.ndarray]:
     for name in entities.VEHICLE_ATTRIBUTES:
         out[f"veh_{name}"] = _floats(users[f"veh_{name}"])
     return out
-
-
-def user_features(users: pd.DataFrame) -> pd.DataFrame:
-    """The user's own features; ``users`` needs the accident year ``an`` alongside."""
-    return _frame(_user_arrays(users), USER_FEATURES, len(users), users.index)
 
 
 def build_features(
