@@ -38,7 +38,13 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 
 from app.examples.make_example import load_tables, request_records, sample_test_split  # noqa: E402
-from tests.service_helpers import environment, free_port, import_model, start  # noqa: E402
+from tests.service_helpers import (  # noqa: E402
+    environment,
+    free_port,
+    import_model,
+    start,
+    stop_process,
+)
 
 KEY = "bench-key"
 GOALS = {"single_p50_ms": 10.0, "batch_p50_ms": 100.0, "throughput_ratio": 0.8}
@@ -363,11 +369,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 print("measuring (the two servers take turns)...", flush=True)
                 results = measure({"bentoml": server.url, "baseline": url}, singles, batches, args)
             finally:
-                process.terminate()
-                try:
-                    process.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    process.kill()
+                stop_process(process)
         finally:
             server.stop()
     results["workers"] = args.workers

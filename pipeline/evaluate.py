@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
@@ -73,35 +75,46 @@ def _curve_targets(y_true: np.ndarray, classes: np.ndarray, labels: list[str]):
     return [(labels[i], y_true == c, i) for i, c in enumerate(classes) if (y_true == c).any()]
 
 
+def _curves(
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    classes: np.ndarray,
+    labels: list[str],
+    axes: tuple[str, str],
+    on_grid: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> pd.DataFrame:
+    """One curve per class, sampled on ``CURVE_GRID`` (small, stable plot files)."""
+    x_name, y_name = axes
+    frames = [
+        pd.DataFrame({"class": label, x_name: CURVE_GRID, y_name: on_grid(positive, proba[:, i])})
+        for label, positive, i in _curve_targets(y_true, classes, labels)
+    ]
+    return pd.concat(frames, ignore_index=True).round(6)
+
+
+def _tpr_on_grid(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    fpr, tpr, _ = skm.roc_curve(positive, scores)
+    return np.interp(CURVE_GRID, fpr, tpr)
+
+
+def _precision_on_grid(positive: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Interpolated precision: the best precision at recall ≥ r."""
+    precision, recall, _ = skm.precision_recall_curve(positive, scores)
+    return np.array(
+        [precision[recall >= r].max() if (recall >= r).any() else 0.0 for r in CURVE_GRID]
+    )
+
+
 def roc_points(
     y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, labels: list[str]
 ) -> pd.DataFrame:
-    """ROC curves on a fixed false-positive-rate grid (small, stable plot files)."""
-    frames = []
-    for label, positive, column in _curve_targets(y_true, classes, labels):
-        fpr, tpr, _ = skm.roc_curve(positive, proba[:, column])
-        frames.append(
-            pd.DataFrame(
-                {"class": label, "fpr": CURVE_GRID, "tpr": np.interp(CURVE_GRID, fpr, tpr)}
-            )
-        )
-    return pd.concat(frames, ignore_index=True).round(6)
+    return _curves(y_true, proba, classes, labels, ("fpr", "tpr"), _tpr_on_grid)
 
 
 def precision_recall_points(
     y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, labels: list[str]
 ) -> pd.DataFrame:
-    """Interpolated precision (the best precision at recall ≥ r) on a fixed recall grid."""
-    frames = []
-    for label, positive, column in _curve_targets(y_true, classes, labels):
-        precision, recall, _ = skm.precision_recall_curve(positive, proba[:, column])
-        grid_precision = [
-            precision[recall >= r].max() if (recall >= r).any() else 0 for r in CURVE_GRID
-        ]
-        frames.append(
-            pd.DataFrame({"class": label, "recall": CURVE_GRID, "precision": grid_precision})
-        )
-    return pd.concat(frames, ignore_index=True).round(6)
+    return _curves(y_true, proba, classes, labels, ("recall", "precision"), _precision_on_grid)
 
 
 def confusion_rows(

@@ -4,7 +4,6 @@ prediction form against a stand-in service on loopback (down, 401, success)."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,17 +14,12 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import predict_client as support
+from tests.service_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "exp_show"
 DASHBOARD = str(ROOT / "app" / "dashboard.py")
 API_KEY = "test-key"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def render(monkeypatch: pytest.MonkeyPatch, recorded: Path | None) -> AppTest:

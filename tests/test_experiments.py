@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 from app import experiments as ex
 from tests.exp_repo import QUEUED_EXPERIMENTS, WORKSPACE_EXPERIMENT, experiment_repo
 from tests.pipeline_repo import env
+from tests.service_helpers import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -122,12 +122,6 @@ def test_review_reports_metric_deltas(repo: Path, tmp_path: Path) -> None:
 # --- a real browser ------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def wait_healthy(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -160,12 +154,7 @@ def dashboard_url(repo: Path, tmp_path: Path) -> Iterator[str]:
         wait_healthy(url, process)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process, timeout=20)
 
 
 @pytest.mark.skipif(
