@@ -14,7 +14,7 @@ PORT ?= 3000
 WORKERS ?= 2
 EXP ?=
 
-.PHONY: help install data run test lint format bench promote mlflow_ui \
+.PHONY: help install data run test reliability lint format bench promote mlflow_ui \
 	do_etl do_etl_full do_etl_chunked ingest_data_chunked clean_data assign_splits \
 	train_model do_ml_pipeline progress features_doc
 
@@ -33,8 +33,12 @@ run: data ## the whole job: install, data, every pipeline stage, promote, show m
 	$(RUN) python -m pipeline.promote
 	$(RUN) python -m pipeline.train --show
 
-test: data ## the whole test suite
+test: data ## the test suite (fast reliability checks included; the long ones: make reliability)
 	$(RUN) pytest
+
+reliability: data ## every reliability check: fuzzing, hostile bodies, crashes, load (README)
+	$(RUN) pytest -m reliability -v
+	$(RUN) python bench/load.py
 
 lint: install ## ruff lint and format check
 	$(RUN) ruff check .
