@@ -280,16 +280,21 @@ def breakdown(model_dir: Path, body: bytes, repeat: int) -> dict[str, float]:
     predictor = Predictor.from_directory(model_dir)
     request = schemas.PredictRequest.model_validate_json(body)
     batch = to_tables(request.accidents)
-    accidents = entities.accidents(batch.tables)
-    matrix = features.build_features(accidents, predictor.bundle.feature_groups)
+    accidents = entities.accident_columns(batch.tables)
     groups = predictor.bundle.feature_groups
+    matrix = features.build_features(accidents, groups)
     return {
         "validate_json": median_ms(
             lambda: schemas.PredictRequest.model_validate_json(body), repeat
         ),
         "to_tables": median_ms(lambda: to_tables(request.accidents), repeat),
-        "entities.accidents": median_ms(lambda: entities.accidents(batch.tables), repeat),
+        "entities.accident_columns": median_ms(
+            lambda: entities.accident_columns(batch.tables), repeat
+        ),
         "build_features": median_ms(lambda: features.build_features(accidents, groups), repeat),
+        "whole path (Predictor.predict)": median_ms(
+            lambda: predictor.predict(request.accidents), repeat
+        ),
         "predict_proba (tree by tree)": median_ms(lambda: predictor.predict_proba(matrix), repeat),
         "predict_proba (sklearn, n_jobs=1)": median_ms(
             lambda: predictor.bundle.predict_proba(matrix), repeat

@@ -13,7 +13,7 @@ records, so that a served accident is described exactly as a trained one.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,9 @@ from pandas.api.extensions import ExtensionArray
 from pipeline import schema
 
 KEY = schema.KEY
+# A BAAC table: a frame (the pipeline's chunks) or its columns as arrays of equal length (the
+# service's request tables, for which building frames would cost more than the computation).
+Table = pd.DataFrame | Mapping[str, ExtensionArray]
 
 # Vehicle categories (catv) grouped by vulnerability and mass.
 VEHICLE_MIX = {
@@ -127,12 +130,16 @@ def _in_lookup(values: np.ndarray, table: np.ndarray) -> np.ndarray:
     return inside & table[np.where(inside, values, 0)]
 
 
+def _array(values: pd.Series | ExtensionArray) -> ExtensionArray:
+    return values.array if isinstance(values, pd.Series) else values
+
+
 def _integers(values: pd.Series | ExtensionArray) -> tuple[np.ndarray, np.ndarray]:
     """(int64 values, missing mask) of an integer column (a Series or an array).
 
     Missing values read as -1, which no code table and no measure range accepts.
     """
-    array = values.array if isinstance(values, pd.Series) else values
+    array = _array(values)
     if not isinstance(array, pd.arrays.IntegerArray):
         array = pd.array(array, dtype="Int64")  # raises on non-integer values
     return array.to_numpy(dtype="int64", na_value=-1), array.isna()
@@ -146,14 +153,16 @@ def _known(name: str, ints: np.ndarray, missing: np.ndarray) -> np.ndarray:
     return ~missing & (ints >= low) & (ints <= high)
 
 
-def valid_column(name: str, values: pd.Series) -> ExtensionArray:
+def valid_column(name: str, values: pd.Series | ExtensionArray) -> ExtensionArray:
     """One column under the ``valid_codes`` rule, as an array (``name`` selects the rule)."""
+    array = _array(values)
     if name not in schema.CODES and name not in schema.MEASURE_RANGES:
         if name == "actp":
+            values = pd.Series(array, copy=False)
             return values.where(values.isin(list(schema.ACTP_CODES))).array
-        return values.array
-    array = values.array
+        return array
     if not isinstance(array, pd.arrays.IntegerArray):  # not the normalised dtype
+        values = pd.Series(array, copy=False)
         if name in schema.CODES:
             return values.where(values.isin(np.array(sorted(schema.CODES[name])))).array
         low, high = schema.MEASURE_RANGES[name]
@@ -178,9 +187,9 @@ def valid_codes(frame: pd.DataFrame) -> pd.DataFrame:
     return valid
 
 
-def _valid_ints(frame: pd.DataFrame, column: str) -> tuple[np.ndarray, np.ndarray]:
+def _valid_ints(table: Table, column: str) -> tuple[np.ndarray, np.ndarray]:
     """(int64 values, known mask) of a code or measure column under the ``valid_codes`` rule."""
-    ints, missing = _integers(frame[column])
+    ints, missing = _integers(table[column])
     return ints, _known(column, ints, missing)
 
 
@@ -199,7 +208,7 @@ def _count(rows: np.ndarray, where: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(rows[where & (rows >= 0)], minlength=size)
 
 
-def _vehicle_counts(vehicles: pd.DataFrame, rows: np.ndarray, size: int) -> dict:
+def _vehicle_counts(vehicles: Table, rows: np.ndarray, size: int) -> dict:
     """Vehicle counts per accident row; ``rows`` gives each vehicle's accident row (-1: none)."""
     every = np.ones(len(rows), dtype=bool)
     counts = {"n_vehicles": _nullable_ints(_count(rows, every, size))}
@@ -234,7 +243,7 @@ def _group_extreme(
     return out, _count(rows, use, size) == 0
 
 
-def _user_facts(users: pd.DataFrame, rows: np.ndarray, year: np.ndarray, size: int) -> dict:
+def _user_facts(users: Table, rows: np.ndarray, year: np.ndarray, size: int) -> dict:
     """Per accident, facts about its users known before the outcome (``grav`` is not used),
     as arrays aligned on the accident rows; missing where the source has no user attributes.
 
@@ -268,7 +277,7 @@ def _user_facts(users: pd.DataFrame, rows: np.ndarray, year: np.ndarray, size: i
     }
 
 
-def _worst_severity(users: pd.DataFrame, rows: np.ndarray, size: int) -> pd.arrays.IntegerArray:
+def _worst_severity(users: Table, rows: np.ndarray, size: int) -> pd.arrays.IntegerArray:
     grav, missing = _integers(users["grav"])
     classes = np.full(len(grav), -1)
     for code, severity in schema.GRAV_TO_SEVERITY.items():
@@ -280,7 +289,9 @@ def _worst_severity(users: pd.DataFrame, rows: np.ndarray, size: int) -> pd.arra
 HRMN = re.compile(r"[0-9][0-9]:[0-9][0-9]")
 
 
-def _hour_minute(hrmn: pd.Series) -> tuple[pd.arrays.IntegerArray, pd.arrays.IntegerArray]:
+def _hour_minute(
+    hrmn: pd.Series | ExtensionArray,
+) -> tuple[pd.arrays.IntegerArray, pd.arrays.IntegerArray]:
     """Hours and minutes of "HH:MM" texts; anything else goes through the general parser."""
     texts = hrmn.astype("string").to_numpy(dtype=object, na_value=None)
     if not all(text is None or HRMN.fullmatch(text) for text in texts):
@@ -310,7 +321,7 @@ def _take(array: ExtensionArray, rows: np.ndarray) -> ExtensionArray:
     return array.take(rows, allow_fill=True)
 
 
-def _unique_rows(table: str, keys: pd.Series) -> pd.Index:
+def _unique_rows(table: str, keys: pd.Series | ExtensionArray) -> pd.Index:
     index = pd.Index(keys)
     if not index.is_unique:
         duplicated = index[index.duplicated()][0]
@@ -318,29 +329,35 @@ def _unique_rows(table: str, keys: pd.Series) -> pd.Index:
     return index
 
 
-def accidents(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """One record per accident, sorted by ``num_acc``.
+def accidents(tables: Mapping[str, Table]) -> pd.DataFrame:
+    """One record per accident, sorted by ``num_acc``: ``accident_columns`` as a frame."""
+    return pd.DataFrame(accident_columns(tables))
+
+
+def accident_columns(tables: Mapping[str, Table]) -> dict[str, ExtensionArray]:
+    """The columns of ``accidents``, as arrays of equal length.
 
     Columns: the characteristics (``hrmn`` split into ``hour`` and ``minute``), the place, the
     vehicle counts (0 without vehicles), the user facts and, when ``grav`` is given,
     ``severity``. Characteristics and places must have one row per accident. The record is
-    assembled from arrays and built as a frame once: joins and per-column pandas operations
-    would cost more than the computation on the service's small batches.
+    assembled from arrays: joins and per-column pandas operations would cost more than the
+    computation on the service's small batches, and the service, which turns these columns
+    straight into features, skips building a frame of them (a millisecond per request).
     """
     characteristics = tables["caracteristiques"]
     keys, order = _unique_rows("caracteristiques", characteristics[KEY]).sort_values(
         return_indexer=True
     )
     size = len(keys)
-    record = {KEY: _take(characteristics[KEY].array, order)}
-    for column in characteristics.columns.tolist():
+    record = {KEY: _take(_array(characteristics[KEY]), order)}
+    for column in list(characteristics.keys()):
         if column not in (KEY, "hrmn"):
             record[column] = _take(valid_column(column, characteristics[column]), order)
     hour, minute = _hour_minute(characteristics["hrmn"])
     record["hour"], record["minute"] = _take(hour, order), _take(minute, order)
     place = tables["lieux"]
     place_rows = _unique_rows("lieux", place[KEY]).get_indexer(keys)
-    for column in place.columns.tolist():
+    for column in list(place.keys()):
         if column != KEY:
             record[column] = _take(valid_column(column, place[column]), place_rows)
     vehicles = tables["vehicules"]
@@ -351,7 +368,7 @@ def accidents(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     record |= _user_facts(people, user_rows, year, size)
     if "grav" in people:
         record["severity"] = _worst_severity(people, user_rows, size)
-    return pd.DataFrame(record)
+    return record
 
 
 def users(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from pandas.api.extensions import ExtensionArray
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from pipeline import entities, schema
@@ -117,6 +119,9 @@ FEATURES: list[Feature] = [
     ],
 ]
 GROUPS = sorted({feature.group for feature in FEATURES if feature.unit == ACCIDENT})
+# Accident records: the ``accidents`` entity as a frame (training) or as its columns
+# (``entities.accident_columns``, the service).
+Records = pd.DataFrame | Mapping[str, ExtensionArray]
 
 
 def feature_names(unit: str, groups: list[str]) -> list[str]:
@@ -130,11 +135,11 @@ def feature_names(unit: str, groups: list[str]) -> list[str]:
     return names
 
 
-def _as_float(values: pd.Series) -> pd.Series:
-    return pd.to_numeric(values, errors="coerce").astype("float64")
+def _as_float(values: pd.Series | ExtensionArray) -> pd.Series:
+    return pd.to_numeric(pd.Series(values, copy=False), errors="coerce").astype("float64")
 
 
-def _floats(values: pd.Series) -> np.ndarray:
+def _floats(values: pd.Series | ExtensionArray) -> np.ndarray:
     """``_as_float`` as an array; numeric columns skip the text parser (same values, faster)."""
     if is_numeric_dtype(values.dtype) and not is_bool_dtype(values.dtype):
         return values.to_numpy(dtype="float64", na_value=np.nan)
@@ -180,7 +185,7 @@ DEPARTMENT = re.compile(r"[0-9]{1,6}")
 SMALL = 2000  # rows up to which per-value Python parsing is faster than pandas
 
 
-def _department_codes(dep: pd.Series) -> np.ndarray:
+def _department_codes(dep: pd.Series | ExtensionArray) -> np.ndarray:
     """INSEE department numbers; Corsica's 2A and 2B count as 20 (its number before 1976)."""
     texts = dep.astype("string").to_numpy(dtype=object, na_value=None)
     corsica = {"2A", "2B"}
@@ -190,7 +195,8 @@ def _department_codes(dep: pd.Series) -> np.ndarray:
     ):
         numbers = [np.nan if t is None else 20.0 if t.upper() in corsica else int(t) for t in texts]
         return np.array(numbers, dtype="float64")
-    text = dep.astype("string").str.upper().replace({"2A": "20", "2B": "20"})
+    text = pd.Series(dep, copy=False).astype("string").str.upper()
+    text = text.replace({"2A": "20", "2B": "20"})
     return _as_float(text).to_numpy()
 
 
@@ -210,7 +216,7 @@ DERIVED = [
 PASSTHROUGH = [f.name for f in FEATURES if f.unit == ACCIDENT and f.name not in DERIVED]
 
 
-def _accident_arrays(records: pd.DataFrame) -> dict[str, np.ndarray]:
+def _accident_arrays(records: Records) -> dict[str, np.ndarray]:
     """Every accident-level feature of ``records`` as float64 arrays, in a fixed order.
 
     Arrays rather than frame columns: the service computes features for one record at a
@@ -230,8 +236,10 @@ def _accident_arrays(records: pd.DataFrame) -> dict[str, np.ndarray]:
     out["dep_code"] = dep
     with np.errstate(invalid="ignore"):
         out["overseas"] = np.where(np.isnan(dep), np.nan, (dep >= 971).astype("float64"))
-    columns = set(records.columns.tolist())
+    columns = set(records.keys())
     present = [name for name in PASSTHROUGH if name in columns]
+    if not isinstance(records, pd.DataFrame):
+        return out | {name: _floats(records[name]) for name in present}
     selected = records[present]
     if all(is_numeric_dtype(d) and not is_bool_dtype(d) for d in selected.dtypes.to_numpy()):
         # One conversion for ~55 numeric columns: the same values as _floats column by
@@ -284,7 +292,7 @@ def _user_arrays(users: pd.DataFrame) -> dict[str, np.ndarray]:
 
 
 def build_features(
-    accidents: pd.DataFrame,
+    accidents: Records,
     groups: list[str],
     unit: str = ACCIDENT,
     users: pd.DataFrame | None = None,
@@ -292,12 +300,14 @@ def build_features(
     """The model matrix (float64, NaN for missing) in the order of ``feature_names``.
 
     For ``unit="user"`` one row per user of ``users``, with its accident's features joined on
-    ``num_acc``; for ``unit="accident"`` one row per accident record.
+    ``num_acc``; for ``unit="accident"`` one row per accident record (a frame keeps its index).
     """
     names = feature_names(unit, groups)
     per_accident = _accident_arrays(accidents)
     if unit == ACCIDENT:
-        return _frame(per_accident, names, len(accidents), accidents.index)
+        rows = len(accidents[schema.KEY])
+        index = accidents.index if isinstance(accidents, pd.DataFrame) else pd.RangeIndex(rows)
+        return _frame(per_accident, names, rows, index)
     if users is None:
         raise ValueError("user-level features need the users table")
     accident_rows = pd.Index(accidents[schema.KEY]).get_indexer(users[schema.KEY])
