@@ -5,6 +5,11 @@ then by ``num_acc``, and cut into chunks of ``ingest.chunk_size``. Chunk k holds
 four tables for its accidents, so the tables of a chunk always line up. ``ingest.chunks`` says
 how many chunks have arrived. A chunk directory is immutable: an existing chunk whose content
 hash matches is left untouched, so ingesting chunk k+1 writes only chunk k+1.
+
+Rows the loaders quarantine (duplicates, conflicting accidents: data/README.md) are written to
+``data/chunks/quarantine/<table>.parquet`` with their source file, line and reason, and counted
+in ``metrics/progress.json`` (per table: ``read`` = ``total`` + ``quarantined``; per reason
+under ``quarantine``; per year under ``years``).
 """
 
 from __future__ import annotations
@@ -21,11 +26,14 @@ from tqdm import tqdm
 
 from pipeline import schema
 from pipeline.io import atomic_directory, read_json, run_stage, write_json, write_parquet
-from pipeline.loaders import load_raw_dump
+from pipeline.loaders import RawTables, load_raw_dump
 from pipeline.params import chunk_limit, load_params
 from pipeline.paths import CHUNKS_DIR, PROGRESS_FILE, RAW_DIR
 
 CHUNK_MANIFEST = "chunk.json"
+# Rows the loaders quarantined (data/README.md, "Bad and quarantined rows"): one Parquet file
+# per table that has any, beside the chunks. Absent when nothing is quarantined.
+QUARANTINE_DIR = "quarantine"
 
 
 def chunk_dir(chunk_id: int, root: Path = CHUNKS_DIR) -> Path:
@@ -125,9 +133,43 @@ def write_chunk(chunk_id: int, as_of: pd.Timestamp, tables: dict[str, pd.DataFra
     return True
 
 
-def progress_report(
-    tables: dict[str, pd.DataFrame], plan: pd.DataFrame, arrived: int, chunk_size: int
-) -> dict:
+def write_quarantine(quarantine: dict[str, pd.DataFrame], root: Path) -> int:
+    """Write the quarantined rows of the whole dump (or remove an outdated quarantine)."""
+    target = root / QUARANTINE_DIR
+    total = sum(len(frame) for frame in quarantine.values())
+    if total == 0:
+        if target.exists():
+            shutil.rmtree(target)
+        return 0
+    with atomic_directory(target) as tmp:
+        for table, frame in quarantine.items():
+            if len(frame):
+                write_parquet(frame, tmp / f"{table}.parquet")
+    return total
+
+
+def accounting(counts: dict[str, dict[str, dict]]) -> dict:
+    """Per year and table: rows read, kept and quarantined (read = kept + quarantined)."""
+    return {
+        year: {
+            table: {key: entry[key] for key in ("read", "kept", "quarantined")}
+            for table, entry in per_table.items()
+        }
+        for year, per_table in counts.items()
+    }
+
+
+def quarantine_reasons(counts: dict[str, dict[str, dict]]) -> dict[str, dict[str, int]]:
+    """Quarantined rows per table and reason, every year together."""
+    reasons: dict[str, dict[str, int]] = {table: {} for table in schema.TABLE_NAMES}
+    for per_table in counts.values():
+        for table, entry in per_table.items():
+            for reason, count in entry["reasons"].items():
+                reasons[table][reason] = reasons[table].get(reason, 0) + count
+    return reasons
+
+
+def progress_report(tables: RawTables, plan: pd.DataFrame, arrived: int, chunk_size: int) -> dict:
     total_chunks = int(plan["chunk_id"].max())
     keys = plan.loc[plan["chunk_id"] <= arrived, schema.KEY]
     per_table = {}
@@ -137,6 +179,11 @@ def progress_report(
             "rows": rows,
             "total": len(frame),
             "pct": round(100 * rows / len(frame), 2),
+            # Over the whole dump, as counted by the loaders: read = total + quarantined.
+            **{
+                key: sum(year[table][key] for year in tables.counts.values())
+                for key in ("read", "quarantined")
+            },
         }
     rows = sum(entry["rows"] for entry in per_table.values())
     total = sum(entry["total"] for entry in per_table.values())
@@ -146,6 +193,8 @@ def progress_report(
         "as_of": last_as_of.date().isoformat(),
         "tables": per_table,
         "overall": {"rows": rows, "total": total, "pct": round(100 * rows / total, 2)},
+        "quarantine": quarantine_reasons(tables.counts),
+        "years": accounting(tables.counts),
     }
 
 
@@ -172,11 +221,13 @@ def ingest(
     for stale in sorted(out_dir.glob("chunk-*")):
         if stale.is_dir() and int(stale.name.split("-")[1]) > arrived:
             shutil.rmtree(stale)
+    quarantined = write_quarantine(tables.quarantine, out_dir)
     report = progress_report(tables, plan, arrived, chunk_size)
     write_json(report, progress_file)
     print(
         f"ingest-chunk: {arrived}/{total_chunks} chunks ({written} written, "
-        f"{arrived - written} unchanged), {report['overall']['pct']}% of rows",
+        f"{arrived - written} unchanged), {report['overall']['pct']}% of rows, "
+        f"{quarantined} rows quarantined",
         file=sys.stderr,
     )
     return report

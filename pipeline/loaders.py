@@ -20,6 +20,8 @@ import gzip
 import io
 import re
 import zlib
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -100,16 +102,49 @@ def _read_bytes(path: Path) -> bytes:
     return b"".join(parts)
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+# A well-formed multi-byte UTF-8 sequence. Decoded as Latin-1 it reads "Ã©", "Ã¨", "â€™"...:
+# pairs that French Latin-1 text does not contain (none in the 223 accented bytes of the
+# published 2005-2018 files), so finding one means UTF-8 text was pasted into a Latin-1 file.
+UTF8_SEQUENCE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|[\xe0-\xef][\x80-\xbf]{2}|[\xf0-\xf4][\x80-\xbf]{3}"
+)
+
+
+def _line_at(raw: bytes, offset: int) -> int:
+    return raw.count(b"\n", 0, offset) + 1
+
+
 def _decode(path: Path, raw: bytes, fmt: str) -> str:
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]
+    """Text of a CSV file in its format's one encoding; a second encoding inside it is fatal.
+
+    A UTF-8 byte-order mark at the start is accepted (some tools write one) and stripped.
+    """
+    if raw.startswith(UTF16_BOMS):
+        raise BadInputError(path, "UTF-16 text (BAAC files are UTF-8 or Latin-1)", line=1)
+    if raw.startswith(UTF8_BOM):
+        raw = raw[len(UTF8_BOM) :]
     if fmt == "old":
+        # Latin-1 decodes any byte: a UTF-8 line would silently become mojibake.
+        found = None if raw.isascii() else UTF8_SEQUENCE.search(raw)
+        if found is not None:
+            raise BadInputError(
+                path,
+                "UTF-8 text in a Latin-1 file (2005-2018 files are Latin-1): mixed encodings",
+                line=_line_at(raw, found.start()),
+                value=found.group().decode("utf-8"),
+            )
         return raw.decode("latin-1")  # the published old-format encoding
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as error:
-        line = raw[: error.start].count(b"\n") + 1
-        raise BadInputError(path, "not valid UTF-8 (2019+ files are UTF-8)", line=line) from error
+        raise BadInputError(
+            path,
+            "not valid UTF-8 (2019+ files are UTF-8; Latin-1 text in it?)",
+            line=_line_at(raw, error.start),
+            value=raw[error.start : error.end],
+        ) from error
 
 
 def _sniff_separator(path: Path, header: str, fmt: str) -> str:
@@ -126,41 +161,75 @@ def _sniff_separator(path: Path, header: str, fmt: str) -> str:
     )
 
 
-def _check_field_counts(path: Path, text: str, sep: str) -> None:
-    """Every row must have as many fields as the header.
+TRUNCATED_HINT = "; the file ends inside this row without a line break: truncated mid-row?"
+
+
+def _check_rows(path: Path, text: str, sep: str, terminated: bool) -> None:
+    """Every row must sit on one line, quote its fields properly and have the header's fields.
 
     pandas cannot be trusted with this: it pads a short row with "" when
     ``keep_default_na=False``, and when the first data row has one field too many it silently
     turns the first column into the index and shifts every column. The csv module parses the
-    same quoting rules and reports the physical line of each row.
+    same quoting rules, strictly, and reports the physical line of each row. One row per line
+    (true of every published file) is also what makes "line = row + 1" exact everywhere.
+    ``terminated``: whether the file ended with a line break (a cut file does not; some
+    published files do not either, so it only sharpens the message).
     """
-    reader = csv.reader(io.StringIO(text), delimiter=sep, quotechar='"')
-    expected = len(next(reader))
-    if set(map(len, reader)) <= {expected}:  # fast path: no Python loop over the rows
-        return
-    reader = csv.reader(io.StringIO(text), delimiter=sep, quotechar='"')
-    next(reader)
-    for row in reader:
-        if len(row) != expected:
-            problem = "too few" if len(row) < expected else "too many"
-            raise BadInputError(
-                path,
-                f"row has {problem} fields ({len(row)}, header has {expected})",
-                line=reader.line_num,
-                value=sep.join(row)[:80],
-            )
+    lines = text.count("\n")  # ``text`` ends with exactly one line break
+    reader = csv.reader(io.StringIO(text), delimiter=sep, quotechar='"', strict=True)
+    try:
+        expected = len(next(reader))
+        # Fast path, no Python loop over the rows: field counts and row count at once.
+        counts = Counter(map(len, reader))
+        if set(counts) <= {expected} and sum(counts.values()) == lines - 1:
+            return
+    except csv.Error:
+        pass  # located below
+    reader = csv.reader(io.StringIO(text), delimiter=sep, quotechar='"', strict=True)
+    previous = 0
+    try:
+        next(reader)
+        previous = reader.line_num
+        for row in reader:
+            first, last = previous + 1, reader.line_num
+            if last != first:
+                raise BadInputError(
+                    path,
+                    f"unbalanced quote: one row spans lines {first}-{last}",
+                    line=first,
+                    value=sep.join(row)[:80],
+                )
+            if len(row) != expected:
+                problem = "too few" if len(row) < expected else "too many"
+                cut = not terminated and last == lines and len(row) < expected
+                raise BadInputError(
+                    path,
+                    f"row has {problem} fields ({len(row)}, header has {expected})"
+                    + (TRUNCATED_HINT if cut else ""),
+                    line=last,
+                    value=sep.join(row)[:80],
+                )
+            previous = last
+    except csv.Error as error:
+        at_end = reader.line_num >= lines
+        raise BadInputError(
+            path,
+            f"malformed quoting: {error}" + (TRUNCATED_HINT if at_end else ""),
+            line=previous + 1,
+        ) from error
 
 
 def read_csv_text(path: Path, fmt: str) -> pd.DataFrame:
-    """All fields as strings; too short or too long rows are errors naming their line."""
+    """All fields as strings, one row per line; structural faults are errors naming the line."""
     text = _decode(path, _read_bytes(path), fmt)
     if not text.strip():
         raise BadInputError(path, "file is empty")
+    terminated = text.endswith(("\n", "\r"))
     # Line terminators after the last row are not rows; a blank line inside the file is.
     text = text.rstrip("\r\n") + "\n"
     header = text.split("\n", 1)[0]
     sep = _sniff_separator(path, header, fmt)
-    _check_field_counts(path, text, sep)
+    _check_rows(path, text, sep, terminated)
     try:
         frame = pd.read_csv(
             _StringSource(text),
@@ -441,35 +510,97 @@ def _normalise_parquet(frame: pd.DataFrame, path: Path, table: str, year: int) -
     return _normalise_csv(as_text, path, table, year)
 
 
-def load_table(path: str | Path, year: int, table: str | None = None) -> pd.DataFrame:
-    """Load one BAAC file of any supported format as a normalised ``schema`` table."""
-    return _load_table_with_lines(path, year, table)[0]
+# ------------------------------------------------------------ quarantine and row accounting
+#
+# The rules are documented in data/README.md ("Bad and quarantined rows"). Structural faults
+# (above) are fatal. A row that parses but cannot be kept as it is gets one reason below: it is
+# left out of the tables and returned beside them, typed like them and with its source, so that
+# for every table and year: rows read = rows kept + rows quarantined.
+DUPLICATE_ROW = "duplicate_row"  # identical to an earlier row of its file: a second copy
+CONFLICTING_NUM_ACC = "conflicting_num_acc"  # one of several different rows of one accident
+CHILD_OF_CONFLICTING = "child_of_conflicting_num_acc"  # a row of such an accident elsewhere
+EXTRA_LIEUX_ROW = "extra_lieux_row"  # a second lieux row of an accident (2019+: not an error)
+REASONS = (DUPLICATE_ROW, CONFLICTING_NUM_ACC, CHILD_OF_CONFLICTING, EXTRA_LIEUX_ROW)
+# Columns a quarantined row carries besides its table's schema columns.
+SOURCE_COLUMNS = {
+    "source_year": "Int16",
+    "source_file": "string",
+    "source_line": "Int64",  # Parquet sources: row number + 1, as if they had a header line
+    "reason": "string",
+}
 
 
-def _load_table_with_lines(
-    path: str | Path, year: int, table: str | None = None
-) -> tuple[pd.DataFrame, np.ndarray]:
-    """The normalised table and, for each of its rows, the line it came from in the file."""
-    path = Path(path)
+@dataclass
+class TableRows:
+    """Every row of one file, normalised, with its line and quarantine reason (None: kept)."""
+
+    frame: pd.DataFrame
+    lines: np.ndarray
+    reasons: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.reasons = np.full(len(self.frame), None, dtype=object)
+
+    @property
+    def kept(self) -> np.ndarray:
+        return np.equal(self.reasons, None)
+
+    def set_aside(self, mask: np.ndarray, reason: str) -> None:
+        """Quarantine the rows of ``mask``; a row already quarantined keeps its first reason."""
+        self.reasons[mask & self.kept] = reason
+
+
+def _has_row_identity(table: str, columns: pd.Index) -> bool:
+    """Whether two identical rows of this file can only be one row published twice.
+
+    Not for road users without a published ``id_usager``: two passengers can share every
+    recorded attribute (the 2018 subset, ``Num_Acc,grav`` only, has 27,365 such rows).
+    """
+    return table != "usagers" or "id_usager" in {str(name).lower() for name in columns}
+
+
+def _read_rows(path: Path, year: int, table: str | None) -> tuple[str, TableRows]:
+    """The file's table name and all its rows, with duplicate and extra lieux rows marked."""
     table = table or table_of(path)
     if table is None:
         raise BadInputError(path, "not a BAAC table file name (caracteristiques/lieux/...)")
     if path.suffix == ".parquet":
         try:
-            frame = pd.read_parquet(path)
+            raw = pd.read_parquet(path)
         except Exception as error:  # pyarrow raises several types for a damaged file
             raise BadInputError(path, f"unreadable Parquet file: {error}") from error
-        if frame.empty:
+        if raw.empty:
             raise BadInputError(path, "file has no rows")
-        frame = _normalise_parquet(frame, path, table, year)
     else:
-        frame = _normalise_csv(read_csv_text(path, format_of(year)), path, table, year)
-    lines = np.arange(len(frame)) + 2  # +1 for the header, +1 for 1-based lines
+        raw = read_csv_text(path, format_of(year))
+    # Compared on the source values, before normalisation rewrites (and mutates) them.
+    duplicate = (
+        raw.duplicated(keep="first").to_numpy()
+        if _has_row_identity(table, raw.columns)
+        else np.zeros(len(raw), dtype=bool)
+    )
+    if path.suffix == ".parquet":
+        frame = _normalise_parquet(raw, path, table, year)
+    else:
+        frame = _normalise_csv(raw, path, table, year)
+    # One row per line (``_check_rows``): +1 for the header, +1 for 1-based lines.
+    rows = TableRows(_typed(frame, table), np.arange(len(frame)) + 2)
+    rows.set_aside(duplicate, DUPLICATE_ROW)
     if table == "lieux":
-        # From 2019 an accident can have several lieux rows: keep the first published one.
-        first = ~frame[schema.KEY].duplicated(keep="first").to_numpy()
-        frame, lines = frame[first], lines[first]
-    return _typed(frame, table), lines
+        # From 2019 an accident can have several lieux rows: the schema keeps the first one.
+        rows.set_aside(rows.frame[schema.KEY].duplicated(keep="first").to_numpy(), EXTRA_LIEUX_ROW)
+    return table, rows
+
+
+def _kept(rows: TableRows) -> pd.DataFrame:
+    kept = rows.kept
+    return rows.frame if kept.all() else rows.frame[kept].reset_index(drop=True)
+
+
+def load_table(path: str | Path, year: int, table: str | None = None) -> pd.DataFrame:
+    """Load one BAAC file of any supported format as a normalised ``schema`` table: the rows
+    it keeps (duplicate and extra lieux rows are quarantined, see ``load_year``)."""
+    return _kept(_read_rows(Path(path), year, table)[1])
 
 
 # ------------------------------------------------------------------------- whole raw dump
@@ -499,48 +630,117 @@ def raw_years(raw_dir: str | Path) -> dict[int, Path]:
     return years
 
 
-def load_year(year_dir: Path, year: int) -> dict[str, pd.DataFrame]:
-    """The four tables of one year, with every child row tied to a known accident."""
+def _quarantine_conflicting_accidents(rows: dict[str, TableRows]) -> None:
+    """An accident published as several different caracteristiques rows.
+
+    Which row is true is unknown and the other tables cannot say which one their rows belong
+    to, so keeping the first would be a guess: every row of that accident, in all four tables,
+    is quarantined. (Identical copies were already set aside as duplicate rows.)
+    """
+    accidents = rows["caracteristiques"]
+    keys = accidents.frame[schema.KEY]
+    candidates = keys[accidents.kept]
+    conflicting = candidates[candidates.duplicated(keep=False)].unique()
+    if len(conflicting) == 0:
+        return
+    accidents.set_aside(keys.isin(conflicting).to_numpy(dtype=bool), CONFLICTING_NUM_ACC)
+    for table in schema.CHILD_TABLES:
+        child = rows[table]
+        in_conflict = child.frame[schema.KEY].isin(conflicting).to_numpy(dtype=bool)
+        child.set_aside(in_conflict, CHILD_OF_CONFLICTING)
+
+
+def _check_children_known(rows: dict[str, TableRows], files: dict[str, Path]) -> None:
+    """Every kept child row must belong to a kept accident; a stray one is fatal."""
+    accidents = rows["caracteristiques"]
+    known = pd.Index(accidents.frame[schema.KEY][accidents.kept])
+    for table in schema.CHILD_TABLES:
+        child = rows[table]
+        unknown = (known.get_indexer(child.frame[schema.KEY]) < 0) & child.kept
+        if unknown.any():
+            first = int(np.flatnonzero(unknown)[0])
+            raise BadInputError(
+                files[table],
+                "Num_Acc not found in caracteristiques",
+                line=int(child.lines[first]),
+                column="Num_Acc",
+                value=child.frame[schema.KEY].iloc[first],
+            )
+
+
+def _quarantined(rows: TableRows, year: int, file_name: str) -> pd.DataFrame:
+    """The quarantined rows, typed like the table, with their source and reason."""
+    mask = ~rows.kept
+    out = rows.frame[mask].reset_index(drop=True)
+    out["source_year"] = year
+    out["source_file"] = file_name
+    out["source_line"] = rows.lines[mask]
+    out["reason"] = rows.reasons[mask]
+    return out.astype(SOURCE_COLUMNS)
+
+
+def row_counts(rows: TableRows) -> dict:
+    """Rows read, kept and quarantined (in total and per reason) of one file."""
+    reasons = pd.Series(rows.reasons[~rows.kept], dtype=object).value_counts()
+    quarantined = int(reasons.sum())
+    return {
+        "read": len(rows.frame),
+        "kept": len(rows.frame) - quarantined,
+        "quarantined": quarantined,
+        "reasons": {str(reason): int(count) for reason, count in sorted(reasons.items())},
+    }
+
+
+class RawTables(dict):
+    """The kept rows of each table, as a plain ``{table: frame}`` dict, plus what was set aside.
+
+    ``quarantine``: per table, the quarantined rows (schema columns + ``SOURCE_COLUMNS``);
+    ``counts``: ``{year: {table: row_counts}}``, where read = kept + quarantined.
+    """
+
+    def __init__(
+        self,
+        tables: dict[str, pd.DataFrame],
+        quarantine: dict[str, pd.DataFrame],
+        counts: dict[str, dict[str, dict]],
+    ) -> None:
+        super().__init__(tables)
+        self.quarantine = quarantine
+        self.counts = counts
+
+
+def load_year(year_dir: Path, year: int) -> RawTables:
+    """The four tables of one year, with every kept child row tied to a kept accident."""
     files = year_files(year_dir)
     missing = [table for table in schema.TABLE_NAMES if table not in files]
     if missing:
         raise BadInputError(year_dir, f"year {year} lacks table(s) {missing}")
-    loaded = {
-        table: _load_table_with_lines(files[table], year, table) for table in schema.TABLE_NAMES
-    }
-    tables = {table: loaded[table][0] for table in schema.TABLE_NAMES}
-    characteristics = tables["caracteristiques"]
-    duplicated = characteristics[schema.KEY].duplicated().to_numpy()
-    if duplicated.any():
-        raise BadInputError(
-            files["caracteristiques"],
-            "duplicated Num_Acc",
-            line=_line_of(duplicated),
-            value=characteristics[schema.KEY][duplicated].iloc[0],
-        )
-    known = pd.Index(characteristics[schema.KEY])
-    for table in schema.CHILD_TABLES:
-        unknown = known.get_indexer(tables[table][schema.KEY]) < 0
-        if unknown.any():
-            raise BadInputError(
-                files[table],
-                "Num_Acc not found in caracteristiques",
-                line=int(loaded[table][1][np.flatnonzero(unknown)[0]]),
-                column="Num_Acc",
-                value=tables[table][schema.KEY][unknown].iloc[0],
-            )
-    return tables
+    rows = {table: _read_rows(files[table], year, table)[1] for table in schema.TABLE_NAMES}
+    _quarantine_conflicting_accidents(rows)
+    _check_children_known(rows, files)
+    return RawTables(
+        {table: _kept(rows[table]) for table in schema.TABLE_NAMES},
+        {table: _quarantined(rows[table], year, files[table].name) for table in rows},
+        {str(year): {table: row_counts(rows[table]) for table in schema.TABLE_NAMES}},
+    )
 
 
-def load_raw_dump(raw_dir: str | Path, years: list[int] | None = None) -> dict[str, pd.DataFrame]:
-    """Every selected year of the raw dump, concatenated per table."""
+def load_raw_dump(raw_dir: str | Path, years: list[int] | None = None) -> RawTables:
+    """Every selected year of the raw dump, concatenated per table, with its quarantine."""
     available = raw_years(raw_dir)
     selected = sorted(available) if years is None else sorted(years)
     absent = [year for year in selected if year not in available]
     if absent:
         raise BadInputError(raw_dir, f"year(s) {absent} not in the raw dump ({sorted(available)})")
     per_year = [load_year(available[year], year) for year in selected]
-    return {
-        table: pd.concat([tables[table] for tables in per_year], ignore_index=True)
-        for table in schema.TABLE_NAMES
-    }
+    return RawTables(
+        {
+            table: pd.concat([tables[table] for tables in per_year], ignore_index=True)
+            for table in schema.TABLE_NAMES
+        },
+        {
+            table: pd.concat([tables.quarantine[table] for tables in per_year], ignore_index=True)
+            for table in schema.TABLE_NAMES
+        },
+        {year: counts for tables in per_year for year, counts in tables.counts.items()},
+    )

@@ -1,4 +1,5 @@
-"""Print the ingestion progress written by the ingest-chunk stage (``metrics/progress.json``)."""
+"""Print the ingestion progress written by the ingest-chunk stage (``metrics/progress.json``),
+quarantined rows included."""
 
 from __future__ import annotations
 
@@ -22,14 +23,21 @@ def render(progress: dict) -> str:
     lines = [
         f"chunks ingested: {chunks['ingested']}/{chunks['total']} "
         f"(chunk size {chunks['chunk_size']}, data as of {progress['as_of']})",
-        f"{'table':<18}{'rows':>10}{'total':>10}{'%':>8}",
+        f"{'table':<18}{'rows':>10}{'total':>10}{'%':>8}{'read':>10}{'quarantined':>13}",
     ]
     for table, entry in sorted(progress["tables"].items()):
-        lines.append(f"{table:<18}{entry['rows']:>10}{entry['total']:>10}{entry['pct']:>8.1f}")
+        # read/quarantined are absent from a progress.json written before they existed.
+        lines.append(
+            f"{table:<18}{entry['rows']:>10}{entry['total']:>10}{entry['pct']:>8.1f}"
+            f"{entry.get('read', ''):>10}{entry.get('quarantined', ''):>13}"
+        )
     overall = progress["overall"]
     lines.append(
         f"{'overall':<18}{overall['rows']:>10}{overall['total']:>10}{overall['pct']:>8.1f}"
     )
+    for table, reasons in sorted(progress.get("quarantine", {}).items()):
+        for reason, count in sorted(reasons.items()):
+            lines.append(f"quarantined {table} rows, {reason}: {count}")
     return "\n".join(lines)
 
 
