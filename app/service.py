@@ -39,8 +39,14 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app import auth, openapi, schemas
-from app.inference import Batch, Predictor
+from app.inference import MODEL_FILE, Batch, Predictor
 from app.prediction_log import PredictionLog
+from pipeline.model_store import (
+    FeatureSchemaError,
+    ModelVersionError,
+    check_feature_schema,
+    load_model,
+)
 
 # Settings are read at import: the model tag is part of the class definition below.
 load_dotenv(os.environ.get("BAAC_ENV_FILE", ".env"), override=False)
@@ -134,6 +140,22 @@ class BAACSeverity:
             raise SystemExit(2)
         if auth.auth_disabled():
             print(f"baac-severity: {auth.NO_AUTH_WARNING}", file=sys.stderr)
+
+    @bentoml.on_deployment
+    def verify_model_feature_schema() -> None:
+        """Runs once before any worker starts, after the key check (hooks run in name order).
+
+        A model trained on another feature schema than ``pipeline/features.py`` produces would
+        score wrongly encoded records without any error: refuse to serve it. The bundle is
+        loaded here and released (about a second; its memory returns to the system).
+        """
+        stored = BAACSeverity.inner.model.resolve()
+        path = Path(stored.path) / MODEL_FILE
+        try:
+            check_feature_schema(load_model(path), f"model {stored.tag} ({path})")
+        except (FeatureSchemaError, ModelVersionError) as error:
+            print(f"baac-severity: refusing to start: {error}", file=sys.stderr)
+            raise SystemExit(2) from None
 
     def __init__(self) -> None:
         self.predictor = Predictor.from_directory(self.model.path)

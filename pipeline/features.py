@@ -27,6 +27,8 @@ ACCIDENT, USER = "accident", "user"
 MISSING_NATIVE = "missing (NaN), left to the model"
 ALL_YEARS = "all"
 NOT_2018 = "2019+ (missing for the 2018 subset)"
+# Every feature, codes included, is a float64 column: NaN is the one missing value.
+FEATURE_DTYPE = "float64"
 
 
 @dataclass(frozen=True)
@@ -257,7 +259,7 @@ def _frame(
     """A float64 frame of ``names`` (all-NaN for names without an array), built in one block."""
     # Column-major, so that each column is written contiguously and pandas takes the
     # matrix as its single block without copying it.
-    matrix = np.full((rows, len(names)), np.nan, order="F")
+    matrix = np.full((rows, len(names)), np.nan, dtype=FEATURE_DTYPE, order="F")
     for position, name in enumerate(names):
         if name in arrays:
             matrix[:, position] = arrays[name]
@@ -317,6 +319,125 @@ def build_features(
     arrays = {name: values[accident_rows] for name, values in per_accident.items()}
     arrays |= _user_arrays(users)
     return _frame(arrays, names, len(users), pd.RangeIndex(len(users)))
+
+
+# --- the feature schema a model records, and its comparison with this module -------------
+
+# The codes a code-valued feature distinguishes, beyond the BAAC code tables of schema.CODES.
+COUNTED_CODES = {
+    name: codes for groups in entities.VEHICLE_COUNTS.values() for name, codes in groups.items()
+}
+PROTECTIVE_FEATURES = {"share_protected", "protected"}
+ACTP_VALUES = {
+    code: 10 + "AB".index(code) if code in "AB" else int(code) for code in schema.ACTP_CODES
+}
+
+
+def feature_categories(name: str) -> list[int] | None:
+    """The codes a code-valued feature takes or counts (its category set); None for a measure.
+
+    A model trained when a code table or a counted group was different encodes the same record
+    differently, so the categories are part of the schema a model records.
+    """
+    source = name.removeprefix("veh_")
+    if source in schema.CODES:
+        return sorted(schema.CODES[source])
+    if name in COUNTED_CODES:
+        return sorted(COUNTED_CODES[name])
+    if name in PROTECTIVE_FEATURES:
+        return sorted(entities.PROTECTIVE_EQUIPMENT)
+    if name == "actp":
+        return sorted(ACTP_VALUES.values())
+    return None
+
+
+def feature_schema(columns: dict[str, str], unit: str, groups: list[str]) -> dict:
+    """The feature schema recorded with a model whose input columns are ``columns`` (name ->
+    dtype, in the model's order), built by this module for ``unit`` and ``groups``.
+
+    ``unused`` lists the features this module produces that the model does not take (dropped
+    at training for having no value), so that a feature added later is told apart from them.
+    """
+    return {
+        "unit": unit,
+        "groups": list(groups),
+        "columns": [
+            {"name": name, "dtype": dtype, "categories": feature_categories(name)}
+            for name, dtype in columns.items()
+        ],
+        "unused": [name for name in feature_names(unit, groups) if name not in columns],
+    }
+
+
+@dataclass(frozen=True)
+class SchemaDiff:
+    """How a model's recorded feature schema differs from what this module produces."""
+
+    missing: list[str]  # the model takes them; this module no longer produces them
+    extra: list[str]  # this module produces them; the model neither takes nor dropped them
+    changed: list[str]  # one line per feature whose dtype or categories differ
+    order: str | None  # where the order of the shared features first differs
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.extra or self.changed or self.order)
+
+    def lines(self) -> list[str]:
+        lines = [
+            f"missing feature {name!r}: the model takes it, the module no longer produces it"
+            for name in self.missing
+        ]
+        lines += [
+            f"extra feature {name!r}: the module produces it, the model was not trained on it"
+            for name in self.extra
+        ]
+        return lines + self.changed + ([self.order] if self.order else [])
+
+
+def _category_change(name: str, recorded: list[int] | None, current: list[int] | None) -> str:
+    added = sorted(set(current or []) - set(recorded or []))
+    removed = sorted(set(recorded or []) - set(current or []))
+    return (
+        f"feature {name!r}: categories {recorded} in the model, {current} in the module "
+        f"(added {added}, removed {removed})"
+    )
+
+
+def compare_schema(recorded: dict) -> SchemaDiff:
+    """Compare a model's recorded feature schema with what this module produces now.
+
+    A key absent from the recorded columns (a model saved before dtypes and categories were
+    recorded) is not compared, nor are extra features when ``unused`` is null.
+    """
+    try:
+        declared = feature_names(recorded["unit"], list(recorded["groups"]))
+    except ValueError as error:
+        return SchemaDiff([], [], [str(error)], None)
+    columns = {column["name"]: column for column in recorded["columns"]}
+    missing = [name for name in columns if name not in declared]
+    unused = recorded.get("unused")
+    extra = [] if unused is None else [n for n in declared if n not in columns and n not in unused]
+    changed = []
+    for name in (n for n in declared if n in columns):
+        column = columns[name]
+        if "dtype" in column and column["dtype"] != FEATURE_DTYPE:
+            changed.append(
+                f"feature {name!r}: dtype {column['dtype']} in the model, "
+                f"{FEATURE_DTYPE} in the module"
+            )
+        if "categories" in column and column["categories"] != feature_categories(name):
+            changed.append(_category_change(name, column["categories"], feature_categories(name)))
+    model_order = [name for name in columns if name in declared]
+    module_order = [name for name in declared if name in columns]
+    order = None
+    if model_order != module_order:
+        # The same names in two orders: they first differ before either ends.
+        pairs = enumerate(zip(model_order, module_order, strict=True))
+        at = next(i for i, (model, module) in pairs if model != module)
+        order = (
+            f"feature order differs from position {at}: {model_order[at]!r} in the model, "
+            f"{module_order[at]!r} in the module"
+        )
+    return SchemaDiff(missing, extra, changed, order)
 
 
 def markdown_table() -> str:

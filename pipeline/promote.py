@@ -6,6 +6,11 @@ experiment's commit, without touching the workspace. It writes ``models/model.jo
 ``models/metadata.json`` (git sha, experiment, metrics, feature schema, params, data snapshot),
 runs ``dvc add models``, and imports both files into the BentoML model store as
 ``baac-severity`` with the same metadata, for ``app/service.py``.
+
+It refuses (exit code 2, nothing written) a model that the current code could not serve as it
+was trained: a feature schema that differs from ``pipeline/features.py``, another
+scikit-learn version, or, for the workspace model, training data that ``data/processed`` no
+longer holds.
 """
 
 from __future__ import annotations
@@ -18,9 +23,13 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.io import write_json
-from pipeline.paths import MODEL_FILE, MODEL_INFO, PROMOTED_DIR, ROOT
+from pipeline.paths import DATASET, DATASET_USERS, MODEL_FILE, MODEL_INFO, PROMOTED_DIR, ROOT
+
+if TYPE_CHECKING:
+    from pipeline.model_store import ModelBundle
 
 BENTO_MODEL_NAME = "baac-severity"
 PROMOTED_MODEL = PROMOTED_DIR / "model.joblib"
@@ -59,7 +68,45 @@ def read_model_files(experiment: str | None) -> tuple[bytes, dict, str]:
     return model, info, rev
 
 
-def build_metadata(model: bytes, info: dict, rev: str, experiment: str | None) -> dict:
+class StaleDataError(RuntimeError):
+    """The workspace model was trained on other data than ``data/processed`` holds now."""
+
+
+def check_training_data(info: dict) -> None:
+    """The workspace model's data snapshot must be the data in ``data/processed``: otherwise
+    its metadata would describe a model that ``dvc repro`` no longer produces."""
+    snapshot = info["data_snapshot"]
+    for path, recorded in (
+        (DATASET, snapshot["dataset_sha256"]),
+        (DATASET_USERS, snapshot["users_sha256"]),
+    ):
+        if not path.exists():
+            continue  # a workspace without the split outputs: nothing to compare with
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+        if actual != recorded:
+            raise StaleDataError(
+                f"{MODEL_FILE} was trained on {path} with sha256 {recorded[:16]}…, "
+                f"the file now has sha256 {actual[:16]}…: run `dvc repro train` first"
+            )
+
+
+def checked_bundle(model: bytes, info: dict, experiment: str | None) -> ModelBundle:
+    """The model, loaded and checked against the current code (and data, for the workspace)."""
+    # Imported here: scikit-learn takes seconds to import, and `import_into_bentoml` (used
+    # by the tests and the benchmark to fill a BentoML home) does not need it.
+    from pipeline.model_store import check_feature_schema, load_model_bytes
+
+    source = MODEL_FILE if experiment is None else f"experiment {experiment}: {MODEL_FILE}"
+    bundle = load_model_bytes(model, source)
+    check_feature_schema(bundle, source)
+    if experiment is None:
+        check_training_data(info)
+    return bundle
+
+
+def build_metadata(
+    model: bytes, info: dict, rev: str, experiment: str | None, feature_schema: dict | None
+) -> dict:
     model_sha = hashlib.sha256(model).hexdigest()
     dirty = experiment is None and bool(git("status", "--porcelain", "--untracked-files=no"))
     return {
@@ -75,6 +122,7 @@ def build_metadata(model: bytes, info: dict, rev: str, experiment: str | None) -
         "labels": info["labels"],
         "features": info["features"],
         "feature_groups": info["feature_groups"],
+        "feature_schema": feature_schema,
         "sklearn_version": info["sklearn_version"],
         "metrics": info["metrics"],
         "params": info["params"],
@@ -112,7 +160,8 @@ def import_into_bentoml(metadata: dict) -> str:
 
 def promote(experiment: str | None, track_with_dvc: bool = True, bentoml: bool = True) -> dict:
     model, info, rev = read_model_files(experiment)
-    metadata = build_metadata(model, info, rev, experiment)
+    bundle = checked_bundle(model, info, experiment)  # before anything is written
+    metadata = build_metadata(model, info, rev, experiment, bundle.feature_schema)
     PROMOTED_DIR.mkdir(exist_ok=True)
     tmp = PROMOTED_MODEL.with_suffix(".tmp")
     tmp.write_bytes(model)
@@ -145,7 +194,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-bentoml", action="store_true", help="skip the BentoML import")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
-    promote(args.experiment, track_with_dvc=not args.no_dvc, bentoml=not args.no_bentoml)
+    from pipeline.model_store import FeatureSchemaError, ModelVersionError
+
+    try:
+        promote(args.experiment, track_with_dvc=not args.no_dvc, bentoml=not args.no_bentoml)
+    except (FeatureSchemaError, ModelVersionError, StaleDataError) as error:
+        print(f"promote: refusing to promote: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

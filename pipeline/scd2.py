@@ -9,14 +9,21 @@ Each version of a record carries:
 A record arriving with changed attributes closes its current version and opens a new one; an
 unchanged re-arrival changes nothing. Chunks must be applied in increasing id order, and
 applying a chunk id that is already applied is a no-op, so a replay is idempotent.
+
+The tracked columns may change over time: a source column that appears in chunk N is tracked
+from chunk N on, and the versions written before it read it as missing. A column that one
+side lacks counts as missing when a re-arrival is compared with its current version.
 """
 
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.io import BadInputError, write_parquet
@@ -73,16 +80,44 @@ def hashed(incoming: pd.DataFrame, key: str, source: str) -> pd.DataFrame:
     return incoming.assign(record_hash=record_hashes(incoming, tracked_columns(incoming, key)))
 
 
+def _missing_like(values: pd.Series, index: pd.Index) -> pd.Series:
+    return pd.Series(pd.NA, index=index, dtype=values.dtype)
+
+
+def same_values(current: pd.DataFrame, incoming: pd.DataFrame, key: str) -> np.ndarray:
+    """Whether each incoming record equals its key's current version (one row per key in
+    ``current``), a column that either side lacks counting as missing on that side."""
+    columns = list(dict.fromkeys([*tracked_columns(incoming, key), *tracked_columns(current, key)]))
+    old = current.set_index(key).reindex(pd.Index(incoming[key]))
+    new = incoming.set_index(key)
+    # The absent side gets the present side's dtype: the hashes then compare values only.
+    old = old.assign(**{c: _missing_like(new[c], old.index) for c in columns if c not in old})
+    new = new.assign(**{c: _missing_like(old[c], new.index) for c in columns if c not in new})
+    return record_hashes(old, columns).to_numpy() == record_hashes(new, columns).to_numpy()
+
+
 def diff(
-    current_hash: pd.Series, incoming: pd.DataFrame, key: str, chunk_id: int, as_of: pd.Timestamp
+    current_hash: pd.Series,
+    incoming: pd.DataFrame,
+    key: str,
+    chunk_id: int,
+    as_of: pd.Timestamp,
+    current_versions: Callable[[pd.Index], pd.DataFrame],
 ) -> tuple[pd.DataFrame, pd.Index]:
     """The versions a chunk opens, and the keys whose current version it closes.
 
-    ``current_hash`` maps each key's current version to its hash; ``incoming`` is ``hashed``.
+    ``current_hash`` maps each key's current version to its hash; ``incoming`` is ``hashed``;
+    ``current_versions(keys)`` reads those keys' current versions.
     """
     previous = current_hash.reindex(incoming[key].to_numpy()).to_numpy(dtype=object, na_value=None)
     is_new = pd.isna(previous)
     changed = ~is_new & (incoming["record_hash"].to_numpy(dtype=object) != previous)
+    if changed.any():
+        # A hash covers the columns its version had: a version written before a source column
+        # appeared differs in hash from an unchanged re-arrival. Compare those few by value.
+        candidates = incoming.loc[changed]
+        current = current_versions(pd.Index(candidates[key]))
+        changed[changed] = ~same_values(current, candidates, key)
     opened = _new_versions(incoming.loc[is_new | changed], chunk_id, as_of)
     return opened, pd.Index(incoming[key][changed])
 
@@ -121,12 +156,21 @@ def apply_chunk(
     incoming = hashed(incoming, key, source)
     if history is None or history.empty:
         return _new_versions(incoming, chunk_id, as_of)
-    opened, closing = diff(current_hashes(history, key), incoming, key, chunk_id, as_of)
+
+    def current_versions(keys: pd.Index) -> pd.DataFrame:
+        return history.loc[history["is_current"] & history[key].isin(keys)]
+
+    hashes = current_hashes(history, key)
+    opened, closing = diff(hashes, incoming, key, chunk_id, as_of, current_versions)
     if opened.empty:
         return history
     if len(closing):
         history = close(history, closing, key, chunk_id, as_of)
-    return pd.concat([history, opened], ignore_index=True)
+    # The newest chunk's column order first, then any column only older versions have: the
+    # order the on-disk store reads (PartitionedHistory.schema).
+    merged = pd.concat([history, opened], ignore_index=True)
+    columns = list(dict.fromkeys([*opened.columns, *history.columns]))
+    return merged if merged.columns.tolist() == columns else merged[columns]
 
 
 class PartitionedHistory:
@@ -155,6 +199,19 @@ class PartitionedHistory:
             if int(part.stem.split("-")[1]) > chunk_id:
                 part.unlink()
 
+    def schema(self) -> pa.Schema:
+        """The dataset's schema: the union of its parts' columns.
+
+        Parts written before a source column appeared lack it; pyarrow would otherwise take
+        the first part's schema and silently drop the column. The newest part comes first, so
+        that its pandas metadata (the dtypes of the current columns) is the one kept.
+        """
+        return pa.unify_schemas([pq.read_schema(part) for part in reversed(self.parts())])
+
+    def _read(self, **options) -> pd.DataFrame:
+        """Every part in id order, under the unified schema (``options``: of ``read_parquet``)."""
+        return pd.read_parquet(self.directory, schema=self.schema(), **options)
+
     def _current_hashes(self) -> pd.Series:
         """Every key's current hash: three columns of the whole dataset, read in one pass."""
         if not self.parts():
@@ -168,6 +225,9 @@ class PartitionedHistory:
             index.column("record_hash").to_numpy(), index=index.column(self.key).to_numpy()
         )
 
+    def _current_versions(self, keys: pd.Index) -> pd.DataFrame:
+        return self._read(filters=[("is_current", "==", True), (self.key, "in", list(keys))])
+
     def _parts_holding(self, keys: pd.Index) -> list[Path]:
         return [
             part
@@ -179,7 +239,8 @@ class PartitionedHistory:
 
     def apply(self, incoming: pd.DataFrame, chunk_id: int, as_of: pd.Timestamp, source: str):
         incoming = hashed(incoming, self.key, source)
-        opened, closing = diff(self._current_hashes(), incoming, self.key, chunk_id, as_of)
+        current = self._current_hashes()
+        opened, closing = diff(current, incoming, self.key, chunk_id, as_of, self._current_versions)
         if len(closing):  # a corrected re-publication: rewrite only the parts it touches
             for part in self._parts_holding(closing):
                 write_parquet(
@@ -188,8 +249,13 @@ class PartitionedHistory:
         if not opened.empty:
             write_parquet(ordered(opened, self.key), self.part(chunk_id))
 
+    def read_parts(self) -> pd.DataFrame:
+        """Every version, in part order: what the next stage reads (``read_parquet`` of the
+        directory, but with the columns of every part)."""
+        return self._read()
+
     def read(self) -> pd.DataFrame:
-        return ordered(pd.concat([pd.read_parquet(p) for p in self.parts()]), self.key)
+        return ordered(self.read_parts(), self.key)
 
 
 def _new_versions(records: pd.DataFrame, chunk_id: int, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -113,14 +113,16 @@ def split_report(dataset: pd.DataFrame) -> dict:
 
 
 def split(seed: int, fractions: list[float]) -> dict:
-    history = pd.read_parquet(CLEAN_ACCIDENTS)
+    # Through the store: parts written before a source column appeared lack it.
+    history = scd2.PartitionedHistory(CLEAN_ACCIDENTS, KEY).read_parts()
     current = scd2.current(history).merge(arrival_chunks(history), on=KEY, how="left")
     split_params = {"seed": seed, "fractions": fractions}
     registry = extend_registry(load_registry(split_params), current, seed, fractions)
     dataset = with_targets(current).merge(
         registry[[KEY, "dataset_split"]], on=KEY, how="left", validate="one_to_one"
     )
-    users = scd2.current(pd.read_parquet(CLEAN_USERS)).merge(
+    user_history = scd2.PartitionedHistory(CLEAN_USERS, schema.USER_KEY).read_parts()
+    users = scd2.current(user_history).merge(
         dataset[[KEY, "an", "dataset_split"]], on=KEY, how="left", validate="many_to_one"
     )
     write_parquet(registry, SPLIT_REGISTRY)

@@ -26,7 +26,7 @@ from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassif
 from sklearn.inspection import permutation_importance
 
 from pipeline import evaluate, schema, tracking
-from pipeline.features import ACCIDENT, USER, build_features
+from pipeline.features import ACCIDENT, USER, build_features, feature_schema
 from pipeline.io import read_json, write_json, write_text
 from pipeline.model_store import ModelBundle, save_model
 from pipeline.params import load_params
@@ -310,6 +310,9 @@ def train(params: DictConfig) -> dict:
         target=params.target.name,
         unit=params.target.unit,
         feature_groups=groups,
+        feature_schema=feature_schema(
+            data.features.dtypes.astype(str).to_dict(), params.target.unit, groups
+        ),
     )
     size = save_model(bundle, MODEL_FILE)
     metrics["model"] = {"size_mb": round(size / 1e6, 2), "features": len(bundle.features)}
@@ -323,6 +326,7 @@ def train(params: DictConfig) -> dict:
         "labels": bundle.labels,
         "features": bundle.features,
         "feature_groups": groups,
+        "feature_schema": bundle.feature_schema,
         "sklearn_version": bundle.sklearn_version,
         "model_size_mb": round(size / 1e6, 2),
         "params": OmegaConf.to_container(params, resolve=True),
