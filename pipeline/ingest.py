@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
 import sys
 from pathlib import Path
 
@@ -20,7 +19,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline import schema
-from pipeline.io import atomic_directory, read_json, run_stage, write_json, write_parquet
+from pipeline.io import (
+    atomic_directory,
+    read_json,
+    remove_leftovers,
+    remove_tree,
+    run_stage,
+    write_json,
+    write_parquet,
+)
 from pipeline.loaders import load_raw_dump
 from pipeline.params import chunk_limit, load_params
 from pipeline.paths import CHUNKS_DIR, PROGRESS_FILE, RAW_DIR
@@ -160,6 +167,8 @@ def ingest(
     if chunk_size < 1:
         raise SystemExit(f"ingest.chunk_size must be positive, not {chunk_size}")
     tables = load_raw_dump(raw_dir, years)
+    # A run killed mid-write (SIGKILL) may have left temporaries; DVC would hash them.
+    remove_leftovers(out_dir, progress_file)
     plan = plan_chunks(tables, chunk_size)
     total_chunks = int(plan["chunk_id"].max())
     arrived = total_chunks if chunks is None else min(chunks, total_chunks)
@@ -171,7 +180,7 @@ def ingest(
     # Chunks beyond the arrived count (from an earlier, longer run) have not arrived now.
     for stale in sorted(out_dir.glob("chunk-*")):
         if stale.is_dir() and int(stale.name.split("-")[1]) > arrived:
-            shutil.rmtree(stale)
+            remove_tree(stale)
     report = progress_report(tables, plan, arrived, chunk_size)
     write_json(report, progress_file)
     print(
