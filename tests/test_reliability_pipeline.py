@@ -621,3 +621,28 @@ def test_disk_full_while_cleaning_keeps_the_histories(ingested, tmp_path, capsys
     # Once there is space again, the same command carries on from chunk 3.
     assert run_in(project, clean.main, 3) == 0
     assert [e["chunk_id"] for e in read_json(project / CLEAN_STATE)["applied"]] == [1, 2, 3]
+
+
+def test_leftovers_of_a_killed_writer_are_invisible_then_removed(ingested, tmp_path):
+    """What SIGKILL leaves mid-write (a hidden temporary, here a truncated copy of a real chunk
+    file) is skipped by the readers, and the next run of each stage removes it before DVC
+    would hash it into the output."""
+    project = copy_project(ingested[2], tmp_path)
+    partial = (project / CHUNKS_DIR / "chunk-0002" / "usagers.parquet").read_bytes()
+    partial = partial[: len(partial) // 2]
+    leftovers = [
+        project / CHUNKS_DIR / ".chunk-0003.tmp-killed00" / "usagers.parquet",
+        project / CLEAN_ACCIDENTS / ".part-00003.parquet.tmp-killed01.parquet",
+        project / CLEAN_DIR / ".state.json.tmp-killed02.json",
+    ]
+    for path in leftovers:
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(partial)
+    parts = [str(p) for p in scd2.PartitionedHistory(project / CLEAN_ACCIDENTS, KEY).parts()]
+
+    assert [chunk.chunk_id for chunk in clean.ingested_chunks(project / CHUNKS_DIR)] == [1, 2]
+    assert sorted(pq.ParquetDataset(project / CLEAN_ACCIDENTS).files) == parts
+    assert run_in(project, ingest.main, 3) == 0
+    assert run_in(project, clean.main, 3) == 0
+    assert temp_leftovers(project) == []
+    assert not (project / CHUNKS_DIR / ".chunk-0003.tmp-killed00").exists()
