@@ -21,8 +21,8 @@ from tqdm import tqdm
 
 from pipeline import entities, scd2, schema
 from pipeline.ingest import CHUNK_MANIFEST
-from pipeline.io import BadInputError, read_json, run_stage, write_json
-from pipeline.paths import CHUNKS_DIR, CLEAN_ACCIDENTS, CLEAN_STATE, CLEAN_USERS
+from pipeline.io import BadInputError, read_json, remove_leftovers, run_stage, write_json
+from pipeline.paths import CHUNKS_DIR, CLEAN_ACCIDENTS, CLEAN_DIR, CLEAN_STATE, CLEAN_USERS
 
 STATE_VERSION = 1
 
@@ -85,26 +85,34 @@ def resume_point(chunks: list[Chunk], state: dict) -> int:
     return len(applied)
 
 
+def state_of(applied: list[Chunk]) -> dict:
+    return {
+        "version": STATE_VERSION,
+        "applied": [{"chunk_id": c.chunk_id, "content_hash": c.content_hash} for c in applied],
+    }
+
+
 def clean(chunks_dir: Path = CHUNKS_DIR) -> None:
     chunks = ingested_chunks(chunks_dir)
+    # A run killed mid-write (SIGKILL) may have left temporaries; DVC would hash them.
+    remove_leftovers(CLEAN_DIR)
     state = read_json(CLEAN_STATE, default={})
     start = resume_point(chunks, state)
     if start == 0 and state:
         print("clean-scd2: ingested chunks changed, rebuilding the histories", file=sys.stderr)
     stores = histories()
     for store, _ in stores.values():
-        store.drop_parts_after(start)
-    for chunk in tqdm(chunks[start:], desc="clean-scd2", unit="chunk"):
+        store.rewind(start)
+    for done, chunk in enumerate(tqdm(chunks[start:], desc="clean-scd2", unit="chunk"), start + 1):
         started = time.perf_counter()
         tables = chunk.read()
         for store, build in stores.values():
             store.apply(build(tables), chunk.chunk_id, chunk.as_of, str(chunk.path))
+        # The state is committed after each chunk's parts: a killed run loses only the chunk
+        # in progress, which the next run rewinds (store.rewind) and applies again.
+        write_json(state_of(chunks[:done]), CLEAN_STATE)
         elapsed = time.perf_counter() - started
         tqdm.write(f"clean-scd2: chunk {chunk.chunk_id} applied in {elapsed:.2f} s", sys.stderr)
-    applied = [{"chunk_id": c.chunk_id, "content_hash": c.content_hash} for c in chunks]
-    # The state is written last: after a crash, the next run drops the parts of the chunks it
-    # does not list and applies those chunks again.
-    write_json({"version": STATE_VERSION, "applied": applied}, CLEAN_STATE)
 
 
 def main(argv: list[str] | None = None) -> int:

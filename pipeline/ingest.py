@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import shutil
 import sys
 from pathlib import Path
 
@@ -25,7 +24,15 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline import schema
-from pipeline.io import atomic_directory, read_json, run_stage, write_json, write_parquet
+from pipeline.io import (
+    atomic_directory,
+    read_json,
+    remove_leftovers,
+    remove_tree,
+    run_stage,
+    write_json,
+    write_parquet,
+)
 from pipeline.loaders import RawTables, load_raw_dump
 from pipeline.params import chunk_limit, load_params
 from pipeline.paths import CHUNKS_DIR, PROGRESS_FILE, RAW_DIR
@@ -139,7 +146,7 @@ def write_quarantine(quarantine: dict[str, pd.DataFrame], root: Path) -> int:
     total = sum(len(frame) for frame in quarantine.values())
     if total == 0:
         if target.exists():
-            shutil.rmtree(target)
+            remove_tree(target)
         return 0
     with atomic_directory(target) as tmp:
         for table, frame in quarantine.items():
@@ -209,6 +216,8 @@ def ingest(
     if chunk_size < 1:
         raise SystemExit(f"ingest.chunk_size must be positive, not {chunk_size}")
     tables = load_raw_dump(raw_dir, years)
+    # A run killed mid-write (SIGKILL) may have left temporaries; DVC would hash them.
+    remove_leftovers(out_dir, progress_file)
     plan = plan_chunks(tables, chunk_size)
     total_chunks = int(plan["chunk_id"].max())
     arrived = total_chunks if chunks is None else min(chunks, total_chunks)
@@ -220,7 +229,7 @@ def ingest(
     # Chunks beyond the arrived count (from an earlier, longer run) have not arrived now.
     for stale in sorted(out_dir.glob("chunk-*")):
         if stale.is_dir() and int(stale.name.split("-")[1]) > arrived:
-            shutil.rmtree(stale)
+            remove_tree(stale)
     quarantined = write_quarantine(tables.quarantine, out_dir)
     report = progress_report(tables, plan, arrived, chunk_size)
     write_json(report, progress_file)

@@ -1,11 +1,18 @@
 """Atomic, deterministic writes and the one error type for bad input.
 
 Every output goes to a temporary file in the destination directory and is then renamed over
-the target, so a crash or a rejected chunk never leaves a partial file behind.
+the target, so a crash or a rejected chunk never leaves a partial file behind. A process killed
+mid-write (SIGKILL, power loss) cannot run its cleanup, so it may leave a temporary file: its
+name is hidden (leading dot) and marked with ``TEMP_MARKER``, which keeps it invisible to the
+readers (pyarrow datasets skip dot files; chunks are globbed as ``chunk-*``), and each stage
+removes such leftovers from its outputs when it starts (``remove_leftovers``), before DVC hashes
+them.
 """
 
 from __future__ import annotations
 
+import errno
+import glob
 import json
 import os
 import shutil
@@ -43,14 +50,91 @@ class BadInputError(Exception):
         self.path, self.line, self.column, self.value = str(path), line, column, value
 
 
+BAD_INPUT_EXIT = 2
+DISK_FULL_EXIT = 3
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+# Every temporary name starts with "." and holds this marker, so that leftovers of a killed
+# writer can be told apart from real outputs (and from other dot files) and removed.
+TEMP_MARKER = ".tmp-"
+
+
 def run_stage(stage: str, work: Callable[[], object]) -> int:
-    """Run a stage's work; bad input becomes one clear line on stderr and exit code 2."""
+    """Run a stage's work; bad input and a full disk become one clear line on stderr.
+
+    Exit codes: 2 for bad input, 3 for a full disk or exhausted quota (the atomic writers
+    leave the earlier outputs as they were, so freeing space and re-running is enough).
+    """
     try:
         work()
     except BadInputError as error:
         print(f"{stage}: bad input: {error}", file=sys.stderr)
-        return 2
+        return BAD_INPUT_EXIT
+    except OSError as error:
+        if error.errno not in DISK_FULL_ERRNOS:
+            raise
+        reason = os.strerror(error.errno).lower()
+        print(f"{stage}: cannot write {error.filename}: {reason}", file=sys.stderr)
+        return DISK_FULL_EXIT
     return 0
+
+
+def is_temp_leftover(path: Path) -> bool:
+    """Whether ``path`` is a temporary name made by this module."""
+    return path.name.startswith(".") and TEMP_MARKER in path.name
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}{TEMP_MARKER}"
+
+
+def _name_target(error: OSError, tmp: Path, target: Path) -> None:
+    """Make an OSError name the output it was writing, not the temporary name.
+
+    pyarrow raises OSError(ENOSPC) without a file name; nested temporaries (a file inside a
+    temporary directory) are mapped back to their final place.
+    """
+    if error.filename is None or str(error.filename) == str(tmp):
+        error.filename = str(target)
+    elif str(error.filename).startswith(f"{tmp}{os.sep}"):
+        error.filename = str(target / Path(error.filename).relative_to(tmp))
+
+
+def _rename_aside(path: Path) -> Path:
+    """Rename a directory to a fresh temporary name (a leftover if we are killed now)."""
+    aside = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path)))
+    os.replace(path, aside)  # a directory may replace the empty placeholder
+    return aside
+
+
+def remove_tree(path: str | Path) -> None:
+    """Delete a directory so that it disappears at once: renamed to a temporary name first, a
+    kill during the deletion leaves a hidden leftover, never a half-deleted directory."""
+    shutil.rmtree(_rename_aside(Path(path)))
+
+
+def remove_leftovers(*outputs: str | Path) -> list[Path]:
+    """Remove the temporaries a killed writer left next to or inside ``outputs``.
+
+    Call it when a stage starts, before it writes: DVC hashes whole output directories, so a
+    leftover would otherwise become part of the output (and of dvc.lock). Returns what it
+    removed.
+    """
+    found: list[Path] = []
+    for output in map(Path, outputs):
+        if output.parent.is_dir():
+            found += sorted(output.parent.glob(f"{glob.escape(_temp_prefix(output))}*"))
+        if output.is_dir():
+            found += sorted(p for p in output.rglob(f"*{TEMP_MARKER}*") if is_temp_leftover(p))
+    removed = []
+    for path in found:
+        if any(parent in removed for parent in path.parents):
+            continue  # already gone with its temporary directory
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
 
 
 @contextmanager
@@ -58,16 +142,18 @@ def atomic_path(target: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``target``; rename it over ``target`` only on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=suffix)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_temp_prefix(target), suffix=suffix)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
         yield tmp
         os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
         os.replace(tmp, target)
+    except OSError as error:
+        _name_target(error, tmp, target)
+        raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
 
 
 def write_parquet(frame: pd.DataFrame, target: str | Path) -> None:
@@ -97,16 +183,30 @@ def read_json(path: str | Path, default: Any = None) -> Any:
 
 @contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Build a directory under a temporary name and rename it into place on success."""
+    """Build a directory under a temporary name and rename it into place on success.
+
+    An existing ``target`` is first renamed aside (not deleted in place), so a kill at any
+    moment leaves the old directory, the new one or, between two renames, none (the next run
+    writes it again), but never a half-deleted or half-written one.
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=_temp_prefix(target)))
     try:
         yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700 directories
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
+        old = _rename_aside(target) if target.exists() else None
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old is not None:  # put the previous version back
+                os.replace(old, target)
+            raise
+        if old is not None:
+            shutil.rmtree(old)
+    except OSError as error:
+        _name_target(error, tmp, target)
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -17,16 +17,16 @@ side lacks counts as missing when a re-arrival is compared with its current vers
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.io import BadInputError, write_parquet
+from pipeline.io import BadInputError, remove_tree, write_parquet
 
 VALIDITY_COLUMNS = [
     "valid_from",
@@ -191,13 +191,24 @@ class PartitionedHistory:
     def parts(self) -> list[Path]:
         return sorted(self.directory.glob("part-*.parquet"))
 
-    def drop_parts_after(self, chunk_id: int) -> None:
-        """Forget versions opened after ``chunk_id`` (left by a run that did not finish)."""
-        if chunk_id == 0 and self.directory.exists():
-            shutil.rmtree(self.directory)
+    def rewind(self, chunk_id: int) -> None:
+        """Bring the store back to what it was right after applying ``chunk_id`` (0: empty).
+
+        A run killed while applying later chunks may have written their parts and closed
+        older versions in earlier parts. Both are undone: dropping the parts alone would leave
+        those versions closed, and re-applying the chunks would then open them a second time.
+        """
+        if chunk_id == 0:
+            if self.directory.exists():
+                remove_tree(self.directory)
+            return
         for part in self.parts():
             if int(part.stem.split("-")[1]) > chunk_id:
                 part.unlink()
+        for part in self.parts():
+            closed_by = pq.read_table(part, columns=["valid_to_chunk"]).column("valid_to_chunk")
+            if pc.any(pc.greater(closed_by, chunk_id)).as_py():
+                write_parquet(reopen(pd.read_parquet(part), chunk_id), part)
 
     def schema(self) -> pa.Schema:
         """The dataset's schema: the union of its parts' columns.
@@ -282,6 +293,16 @@ def ordered(history: pd.DataFrame, key: str) -> pd.DataFrame:
         .sort_values([key, "valid_from_chunk"], kind="stable")
         .reset_index(drop=True)
     )
+
+
+def reopen(versions: pd.DataFrame, chunk_id: int) -> pd.DataFrame:
+    """Undo ``close`` for every version closed by a chunk after ``chunk_id``."""
+    later = versions["valid_to_chunk"].gt(chunk_id).fillna(False).to_numpy(dtype=bool)
+    versions = versions.copy()
+    versions.loc[later, "valid_to"] = pd.NaT
+    versions.loc[later, "valid_to_chunk"] = pd.NA
+    versions.loc[later, "is_current"] = True
+    return versions
 
 
 def current(history: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline import scd2, schema
-from pipeline.io import read_json, write_json, write_parquet
+from pipeline.io import read_json, remove_leftovers, write_json, write_parquet
 from pipeline.params import load_params
 from pipeline.paths import (
     CLEAN_ACCIDENTS,
@@ -113,6 +113,8 @@ def split_report(dataset: pd.DataFrame) -> dict:
 
 
 def split(seed: int, fractions: list[float]) -> dict:
+    # Temporaries of a run killed mid-write; every output below is itself renamed into place.
+    remove_leftovers(SPLIT_REGISTRY, SPLIT_PARAMS, DATASET, DATASET_USERS, SPLIT_METRICS)
     # Through the store: parts written before a source column appeared lack it.
     history = scd2.PartitionedHistory(CLEAN_ACCIDENTS, KEY).read_parts()
     current = scd2.current(history).merge(arrival_chunks(history), on=KEY, how="left")

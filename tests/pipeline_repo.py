@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -101,3 +102,22 @@ def _bake_overrides(repo: Path, overrides: list[str]) -> None:
         config = yaml.safe_load(path.read_text())
         config[key] = yaml.safe_load(value)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+
+def lock_hashes(repo: Path) -> dict[str, str]:
+    """md5 of every output of every stage in dvc.lock."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return {
+        f"{stage}:{out['path']}": out["md5"]
+        for stage, entry in lock["stages"].items()
+        for out in entry.get("outs", [])
+    }
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (hidden ones included), by relative path."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }

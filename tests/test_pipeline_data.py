@@ -7,7 +7,6 @@ repository's raw dump, so these tests never touch the repository's own outputs.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 import subprocess
@@ -28,6 +27,7 @@ from pipeline.paths import (
     PROGRESS_FILE,
     SPLIT_METRICS,
 )
+from tests.pipeline_repo import file_digests
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw"
@@ -55,14 +55,6 @@ def run_stages(workdir: Path, chunks: int | None, chunk_size: int = 10_000) -> N
         split.split(42, FRACTIONS)
     finally:
         os.chdir(previous)
-
-
-def file_digests(root: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }
 
 
 def new_workdir(path: Path) -> Path:

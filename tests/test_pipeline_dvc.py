@@ -16,7 +16,7 @@ import yaml
 
 from pipeline import schema
 from pipeline.params import compose
-from tests.pipeline_repo import ROOT, dvc, make_pipeline_repo
+from tests.pipeline_repo import ROOT, dvc, lock_hashes, make_pipeline_repo
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "data" / "raw").is_dir(), reason="data/raw missing: run `make data`"
@@ -29,16 +29,6 @@ def small_repo(tmp_path_factory) -> Path:
     repo = make_pipeline_repo(tmp_path_factory.mktemp("small"))
     dvc("repro", cwd=repo)
     return repo
-
-
-def lock_hashes(repo: Path) -> dict[str, str]:
-    """md5 of every output of every stage in dvc.lock."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {
-        f"{stage}:{out['path']}": out["md5"]
-        for stage, entry in lock["stages"].items()
-        for out in entry.get("outs", [])
-    }
 
 
 def test_committed_params_equal_the_composed_conf():
