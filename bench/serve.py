@@ -72,6 +72,8 @@ def baseline_app() -> Any:
             request = schemas.PredictRequest.model_validate_json(body)
         except ValidationError as error:
             return JSONResponse({"detail": schemas.describe_errors(error)}, status_code=422)
+        if problems := schemas.duplicate_keys(body):  # the service refuses repeated keys too
+            return JSONResponse({"detail": problems}, status_code=422)
         _, probabilities = predictor.predict(request.accidents)
         best = probabilities.argmax(axis=1).tolist()
         predictions = [
@@ -287,6 +289,7 @@ def breakdown(model_dir: Path, body: bytes, repeat: int) -> dict[str, float]:
         "validate_json": median_ms(
             lambda: schemas.PredictRequest.model_validate_json(body), repeat
         ),
+        "duplicate_keys": median_ms(lambda: schemas.duplicate_keys(body), repeat),
         "to_tables": median_ms(lambda: to_tables(request.accidents), repeat),
         "entities.accidents": median_ms(lambda: entities.accidents(batch.tables), repeat),
         "build_features": median_ms(lambda: features.build_features(accidents, groups), repeat),
@@ -341,8 +344,9 @@ def goals(bento: dict[str, Any], base: dict[str, Any]) -> dict[str, bool]:
     }
 
 
-def bodies(count: int, size: int, seed: int) -> list[bytes]:
-    tables = load_tables()
+def bodies(count: int, size: int, seed: int, tables: dict[str, Any] | None = None) -> list[bytes]:
+    """``count`` request bodies of ``size`` real test-split accidents each."""
+    tables = load_tables() if tables is None else tables
     keys = sample_test_split(count * size, seed=seed)
     records = request_records(tables, keys)
     chunks = [records[i : i + size] for i in range(0, len(records), size)]
