@@ -1,11 +1,12 @@
 """Load test of the prediction service: ``uv run --frozen python bench/load.py``.
 
 Starts the real service (``bentoml serve`` with its own BentoML home holding the promoted
-model, as ``bench/serve.py`` does), warms it up with the same load, records its resident memory
-(the serve process and all its children), then runs 16 concurrent keep-alive clients for 60 s.
-Each client sends a mix of single-accident and 100-accident requests (one in ``--batch-every``)
-built from real test-split accidents. It reports the requests, errors, p50/p95/p99 latency per
-kind, the throughput, and the memory after the warm-up, at its peak and after the run.
+model, as ``bench/serve.py`` does; a fresh clone runs the small real pipeline first), warms it
+up with the same load, records its resident memory (the serve process and all its children),
+then runs 16 concurrent keep-alive clients for 60 s. Each client sends a mix of single-accident
+and 100-accident requests (one in ``--batch-every``) built from real test-split accidents. It
+reports the requests, errors, p50/p95/p99 latency per kind, the throughput, and the memory
+after the warm-up, at its peak and after the run.
 
 Exit status 1 if any request failed, the service stopped answering, or its memory after the run
 exceeds ``--rss-limit`` (1.10) times its memory after the warm-up: a leak under load.
@@ -34,9 +35,20 @@ sys.path.insert(
 
 import httpx  # noqa: E402
 
-from app.examples.make_example import load_tables  # noqa: E402
-from bench.serve import KEY, Client, bodies, percentiles  # noqa: E402
-from tests.service_helpers import import_model, service_rss, start_service  # noqa: E402
+from app.examples.make_example import (  # noqa: E402
+    load_tables,
+    request_records,
+    sample_test_split,
+)
+from bench.serve import KEY, Client, percentiles  # noqa: E402
+from pipeline.paths import CHUNKS_DIR, DATASET  # noqa: E402
+from tests.service_helpers import (  # noqa: E402
+    has_outputs,
+    import_model,
+    service_rss,
+    small_workspace,
+    start_service,
+)
 
 MIB = 2**20
 KINDS = ("single", "batch")
@@ -136,28 +148,32 @@ def watch_rss(server: Any, stop: threading.Event, peak: list[int]) -> None:
             return
 
 
-def build_corpus(batch_size: int) -> dict[str, list[bytes]]:
+def build_corpus(workspace: Path, batch_size: int) -> dict[str, list[bytes]]:
     """Request bodies of real test-split accidents: 10 batches of ``batch_size``, and each of
     their accidents alone (rebuilding accidents from the chunk tables is the slow part)."""
-    batches = bodies(10, batch_size, seed=31, tables=load_tables())
-    singles = [
-        json.dumps({"accidents": [accident]}).encode()
-        for batch in batches
-        for accident in json.loads(batch)["accidents"]
-    ]
-    return {"single": singles, "batch": batches}
+    keys = sample_test_split(10 * batch_size, seed=31, dataset=workspace / DATASET)
+    records = request_records(load_tables(workspace / CHUNKS_DIR), keys)
+    batches = [records[i : i + batch_size] for i in range(0, len(records), batch_size)]
+    return {
+        "single": [json.dumps({"accidents": [record]}).encode() for record in records],
+        "batch": [json.dumps({"accidents": batch}).encode() for batch in batches],
+    }
 
 
 def load(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, ThreadPoolExecutor(1) as pool:
         tmp_dir = Path(tmp)
+        workspace = ROOT
+        if not has_outputs(ROOT):
+            print("no promoted model here: running the small real pipeline first...", flush=True)
+            workspace = small_workspace(tmp_dir / "workspace")
         home = tmp_dir / "bentoml_home"
-        import_model(ROOT, home)
+        import_model(workspace, home)
         print("starting the service; building requests from real accidents...", flush=True)
         # Both take ~15 s on 2 cores: the service starts in its own process meanwhile.
-        corpus_future = pool.submit(build_corpus, args.batch_size)
+        corpus_future = pool.submit(build_corpus, workspace, args.batch_size)
         server = start_service(
-            home, ROOT, tmp_dir / "server", API_KEY=KEY, BAAC_WORKERS=str(args.workers)
+            home, workspace, tmp_dir / "server", API_KEY=KEY, BAAC_WORKERS=str(args.workers)
         )
         try:
             corpus = corpus_future.result()
@@ -254,9 +270,8 @@ def main(argv: list[str] | None = None) -> int:
         "--json", type=Path, default=ROOT / "bench" / "results" / "load.json", help="results"
     )
     args = parser.parse_args(argv)
-    for name in ("models/model.joblib", "models/metadata.json", "data/processed/dataset.parquet"):
-        if not (ROOT / name).is_file():
-            raise SystemExit(f"{name} missing: run `make run` (or `dvc repro` and `make promote`)")
+    if not has_outputs(ROOT) and not (ROOT / "data" / "raw").is_dir():
+        raise SystemExit("no promoted model and no data/raw: run `make data` (or `make run`)")
     results = load(args)
     print(report(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)

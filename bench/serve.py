@@ -344,9 +344,8 @@ def goals(bento: dict[str, Any], base: dict[str, Any]) -> dict[str, bool]:
     }
 
 
-def bodies(count: int, size: int, seed: int, tables: dict[str, Any] | None = None) -> list[bytes]:
-    """``count`` request bodies of ``size`` real test-split accidents each."""
-    tables = load_tables() if tables is None else tables
+def bodies(count: int, size: int, seed: int) -> list[bytes]:
+    tables = load_tables()
     keys = sample_test_split(count * size, seed=seed)
     records = request_records(tables, keys)
     chunks = [records[i : i + size] for i in range(0, len(records), size)]
