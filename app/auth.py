@@ -1,4 +1,4 @@
-"""Request guards of the prediction service, as ASGI middleware: API key and body size.
+"""Request guards of the prediction service, as ASGI middleware: API key, body size, media type.
 
 ``APIKeyMiddleware`` lets a request through when its ``X-API-Key`` header equals one of the
 keys in ``API_KEY`` (comma-separated, so that a key can be rotated: add the new one, move the
@@ -8,6 +8,11 @@ key. Keys are compared in constant time and never logged.
 
 ``BodyLimitMiddleware`` answers 413 to a body over ``MAX_BODY_BYTES`` before it is read: from
 its Content-Length, or while reading a streamed (chunked) body, so memory stays bounded.
+
+``JSONBodyMiddleware`` answers 415 to a request body declared as anything but UTF-8 JSON
+(``application/json`` or a ``+json`` type, ``charset=utf-8`` or none), before it is read: a form
+or a text body sent by mistake gets a clear answer instead of a JSON parse error. A body without
+a Content-Type is read as JSON.
 """
 
 from __future__ import annotations
@@ -181,6 +186,45 @@ class BodyLimitMiddleware:
             chunks.append(chunk)
             more = message.get("more_body", False)
         return b"".join(chunks)
+
+
+JSON_CHARSETS = frozenset({"utf-8", "utf8"})  # RFC 8259: JSON exchanged between systems is UTF-8
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def media_type_problem(content_type: bytes | None) -> str | None:
+    """Why a body of this Content-Type is not read as JSON, or None (absent: read as JSON)."""
+    if content_type is None:
+        return None
+    text = content_type.decode("latin-1")
+    media_type, *parameters = (part.strip() for part in text.split(";"))
+    media_type = media_type.lower()
+    if media_type != "application/json" and not (
+        media_type.startswith("application/") and media_type.endswith("+json")
+    ):
+        return f"Content-Type {media_type or '(empty)'!r} is not JSON; send application/json"
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"').lower()
+        if name.strip().lower() == "charset" and charset not in JSON_CHARSETS:
+            return f"charset {charset!r} is not supported; JSON bodies are UTF-8"
+    return None
+
+
+class JSONBodyMiddleware:
+    """415 for a request body declared as something other than UTF-8 JSON."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope.get("method") in BODY_METHODS:
+            problem = media_type_problem(header(scope, b"content-type"))
+            if problem is not None:
+                payload = {"error": "unsupported media type", "detail": problem}
+                await send_json(send, 415, payload, [(b"accept", b"application/json")])
+                return
+        await self.app(scope, receive, send)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

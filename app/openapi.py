@@ -3,7 +3,8 @@
 BentoML 1.4 generates ``/docs.json`` from the service's APIs but has no security schemes and
 does not document routes mounted from a plain Starlette app. ``secured`` adds the ``X-API-Key``
 scheme (so that Swagger UI's Authorize button sends the key), marks the open routes, and
-documents ``GET /model``, ``GET /data/progress`` and the error answers of ``POST /predict``.
+documents ``GET /model``, ``GET /data/progress`` and the error answers of ``POST /predict``
+(every status the middleware and the routes can answer: the fuzz tests check it).
 ``OpenAPIMiddleware`` serves that document at ``/docs.json`` in place of BentoML's.
 """
 
@@ -93,12 +94,18 @@ def secured(document: dict[str, Any], description: str, version: str) -> dict[st
                 },
             }
         }
+    paths["/data/progress"]["get"]["responses"]["404"] = _json_response(
+        "no ingestion progress recorded yet", ERROR
+    )
     predict = paths.get("/predict", {}).get("post")
     if predict is not None:
+        # BentoML leaves the body optional; an empty body is a 422 (no accidents).
+        predict.setdefault("requestBody", {})["required"] = True
         predict.setdefault("responses", {}).update(
             {
                 "401": UNAUTHORISED,
                 "413": _json_response("request body over MAX_BODY_BYTES", ERROR),
+                "415": _json_response("the body is declared as something else than JSON", ERROR),
                 "422": _json_response("invalid request: record index and field", INVALID),
             }
         )

@@ -23,10 +23,16 @@ A request holds accidents in BAAC terms: the characteristics (``caracteristiques
 Every field except ``an``, ``mois``, ``vehicles`` and ``users`` is optional: a missing value is
 left to the model, which was trained with missing values (the 2018 subset has no day, no
 department and no user attributes). Types are strict: ``"2"`` or ``2.0`` for a code is a 422.
+
+The body must be I-JSON (RFC 7493), the interoperable subset of JSON: ``NaN`` and infinite
+numbers are a 422 (``finite_number``), and so is an object that repeats a key
+(``duplicate_key``, ``duplicate_keys``): JSON parsers disagree on which of the values counts
+(the first, the last, an error), so the request's meaning would depend on the parser.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, NotRequired
@@ -74,7 +80,8 @@ OTHER_FIELDS: dict[str, tuple[Any, str]] = {
 }
 IDENTIFIER = Annotated[str, Field(min_length=1, max_length=32)]
 REQUIRED = {"an", "mois"}
-STRICT = ConfigDict(extra="forbid", strict=True)
+# allow_inf_nan: NaN and +-Infinity are not JSON numbers; pydantic would accept them.
+STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class Code:
@@ -262,6 +269,67 @@ def describe_errors(error: ValidationError) -> list[dict[str, Any]]:
             {"record": record, "field": field, "type": item["type"], "message": item["msg"]}
         )
     return problems
+
+
+class _RepeatedKeys(dict):
+    """A parsed JSON object that repeated a key (``names``, in order of first repetition)."""
+
+    names: list[str]
+
+
+def _repeated(pairs: list[tuple[str, Any]], obj: dict[str, Any]) -> _RepeatedKeys:
+    marked, seen, names = _RepeatedKeys(obj), set(), []
+    for key, _ in pairs:
+        if key in seen and key not in names:
+            names.append(key)
+        seen.add(key)
+    marked.names = names
+    return marked
+
+
+def _problems_at(parsed: Any) -> list[dict[str, Any]]:
+    """422 problems for the objects marked ``_RepeatedKeys``, in document order. Iterative:
+    a body may nest deeply."""
+    problems: list[dict[str, Any]] = []
+    stack: list[tuple[tuple[Any, ...], Any]] = [((), parsed)]
+    while stack and len(problems) < MAX_ERRORS:
+        location, value = stack.pop()
+        if isinstance(value, _RepeatedKeys):
+            for name in value.names:
+                record, field = _split_location((*location, name))
+                message = f"key {name!r} appears more than once in the same object"
+                problems.append(
+                    {"record": record, "field": field, "type": "duplicate_key", "message": message}
+                )
+        if isinstance(value, dict):
+            children = [((*location, key), child) for key, child in value.items()]
+        elif isinstance(value, list):
+            children = [((*location, index), child) for index, child in enumerate(value)]
+        else:
+            continue
+        stack.extend(reversed(children))
+    return problems[:MAX_ERRORS]
+
+
+def duplicate_keys(body: bytes) -> list[dict[str, Any]]:
+    """The keys repeated within a JSON object of ``body``, as 422 problems naming the record
+    and the field (``[]`` if none). Meant for a body pydantic has already accepted: pydantic's
+    parser silently keeps the last value and has no option to refuse a repeated key, so the
+    body is parsed a second time (about 15 ms per 1,000 accidents)."""
+    found: list[_RepeatedKeys] = []
+
+    def unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) == len(pairs):
+            return obj  # the fast path: one dict and one len() per object
+        found.append(_repeated(pairs, obj))
+        return found[-1]
+
+    try:
+        parsed = json.loads(body, object_pairs_hook=unique_object)
+    except (ValueError, RecursionError) as error:
+        return [{"record": None, "field": "", "type": "json_invalid", "message": str(error)}]
+    return _problems_at(parsed) if found else []
 
 
 def fields_reference() -> dict[str, list[dict[str, Any]]]:

@@ -78,15 +78,19 @@ class PredictInput(bentoml.IODescriptor, schemas.PredictRequest):
         try:
             parsed = cls.model_validate_json(body or b"{}")
         except ValidationError as error:
+            problems = schemas.describe_errors(error)
+        else:
+            problems = schemas.duplicate_keys(body)  # pydantic kept the last value silently
+        if problems:
             parsed = cls.model_construct(accidents=[])
-            parsed._problems = schemas.describe_errors(error)
+            parsed._problems = problems
         parsed._body_sha256 = hashlib.sha256(body).hexdigest()
         return parsed
 
     @classmethod
     async def from_http_request(cls, request: Any, serde: Any) -> PredictInput:
-        """The body is JSON whatever its Content-Type (BentoML's serde would pick a parser
-        from the header)."""
+        """The body is read as JSON (``auth.JSONBodyMiddleware`` has answered 415 to any other
+        declared type), not through BentoML's serde, which picks a parser from the header."""
         received = time.perf_counter()
         body = await request.body()
         if len(body) > OFF_LOOP_BYTES:
@@ -251,6 +255,7 @@ class BAACSeverity:
 # Outermost first: reject unauthenticated requests before reading any body.
 BAACSeverity.add_asgi_middleware(auth.APIKeyMiddleware)
 BAACSeverity.add_asgi_middleware(auth.BodyLimitMiddleware)
+BAACSeverity.add_asgi_middleware(auth.JSONBodyMiddleware)
 BAACSeverity.add_asgi_middleware(
     openapi.OpenAPIMiddleware,
     document=lambda: openapi.secured(

@@ -72,6 +72,8 @@ def baseline_app() -> Any:
             request = schemas.PredictRequest.model_validate_json(body)
         except ValidationError as error:
             return JSONResponse({"detail": schemas.describe_errors(error)}, status_code=422)
+        if problems := schemas.duplicate_keys(body):  # the service refuses repeated keys too
+            return JSONResponse({"detail": problems}, status_code=422)
         _, probabilities = predictor.predict(request.accidents)
         best = probabilities.argmax(axis=1).tolist()
         predictions = [
@@ -287,6 +289,7 @@ def breakdown(model_dir: Path, body: bytes, repeat: int) -> dict[str, float]:
         "validate_json": median_ms(
             lambda: schemas.PredictRequest.model_validate_json(body), repeat
         ),
+        "duplicate_keys": median_ms(lambda: schemas.duplicate_keys(body), repeat),
         "to_tables": median_ms(lambda: to_tables(request.accidents), repeat),
         "entities.accident_columns": median_ms(
             lambda: entities.accident_columns(batch.tables), repeat

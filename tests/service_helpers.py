@@ -32,6 +32,10 @@ SETTINGS = (
 )
 
 
+# The fast tests' server limit: small, so that a 413 test sends little; 10,001 minimal records fit.
+TEST_MAX_BODY = 2_000_000
+
+
 def has_outputs(workspace: Path) -> bool:
     chunks = list((workspace / "data" / "chunks").glob("chunk-*/usagers.parquet"))
     return bool(chunks) and all((workspace / name).is_file() for name in OUTPUTS)
@@ -107,6 +111,7 @@ class Server:
     url: str
     stdout: Path
     stderr: Path
+    prediction_log: Path | None = None
 
     def logs(self) -> str:
         return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
@@ -137,3 +142,34 @@ def start(env: dict[str, str], log_dir: Path, timeout: float = 180) -> Server:
         time.sleep(0.25)
     server.stop()
     raise RuntimeError(f"server not ready after {timeout} s:\n{server.logs()}")
+
+
+def service_rss(server: Server) -> int:
+    """Resident memory of the service, in bytes: the ``bentoml serve`` process and all its
+    children (the workers that hold the model) summed."""
+    import psutil
+
+    root = psutil.Process(server.process.pid)
+    total = 0
+    for process in [root, *root.children(recursive=True)]:
+        try:
+            total += process.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue  # a child that exited meanwhile holds no memory
+    return total
+
+
+def start_service(home: Path, workspace: Path, log_dir: Path, **settings: str) -> Server:
+    """The service on the model imported into ``home``, serving the ingestion progress of
+    ``workspace``, with its logs and prediction log in ``log_dir``; ``settings`` (``API_KEY``
+    ...) go to its environment."""
+    prediction_log = log_dir / "predictions.jsonl"
+    env = environment(
+        home,
+        PREDICTION_LOG_PATH=str(prediction_log),
+        BAAC_PROGRESS_PATH=str(workspace / "metrics" / "progress.json"),
+        **settings,
+    )
+    server = start(env, log_dir)
+    server.prediction_log = prediction_log
+    return server

@@ -1,9 +1,9 @@
 """The prediction service end to end: a real ``bentoml serve`` over loopback HTTP.
 
-The server is started once for the module with its own BentoML home, into which the promoted
-model is imported (``tests/service_helpers.py``). A fresh clone has no promoted model: the
-small real pipeline is run first. In-process tests (``TestClient``) cover a user-level model
-served through ``BAAC_MODEL_TAG`` and the ``.env`` key set-up.
+The server (``tests/conftest.py``) is started once per session with its own BentoML home, into
+which the promoted model is imported (``tests/service_helpers.py``). A fresh clone has no
+promoted model: the small real pipeline is run first. In-process tests (``TestClient``) cover
+a user-level model served through ``BAAC_MODEL_TAG`` and the ``.env`` key set-up.
 """
 
 from __future__ import annotations
@@ -28,67 +28,13 @@ from app.examples.make_example import EXAMPLE, load_tables, request_records, sam
 from pipeline import features, schema
 from pipeline.model_store import load_model
 from pipeline.paths import DATASET, DATASET_USERS
-from tests.service_helpers import (
-    ROOT,
-    SERVICE,
-    environment,
-    free_port,
-    has_outputs,
-    import_model,
-    small_workspace,
-    start,
-)
+from tests.service_helpers import ROOT, SERVICE, TEST_MAX_BODY, environment, free_port, start
 
 pytestmark = pytest.mark.slow
-MAX_BODY = 2_000_000  # small, so that the 413 test sends little; 10,001 minimal records fit
 MINIMAL = {"an": 2024, "mois": 6, "vehicles": [{"catv": 7}], "users": [{"catu": 1}]}
 
 
-# --- fixtures -----------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """Where the promoted model and the pipeline outputs are: the repository, if it has them."""
-    if has_outputs(ROOT):
-        return ROOT
-    if not (ROOT / "data" / "raw").is_dir():
-        pytest.skip("no pipeline outputs and no data/raw: run `make data`")
-    return small_workspace(tmp_path_factory.mktemp("workspace"))
-
-
-@pytest.fixture(scope="module")
-def home(workspace, tmp_path_factory) -> Path:
-    home = tmp_path_factory.mktemp("bentoml_home")
-    import_model(workspace, home)
-    return home
-
-
-@pytest.fixture(scope="module")
-def keys() -> tuple[str, str]:
-    return secrets.token_urlsafe(24), secrets.token_urlsafe(24)
-
-
-@pytest.fixture(scope="module")
-def server(home, workspace, keys, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("server")
-    env = environment(
-        home,
-        API_KEY=f"{keys[0]}, {keys[1]}",
-        MAX_BODY_BYTES=str(MAX_BODY),
-        PREDICTION_LOG_PATH=str(logs / "predictions.jsonl"),
-        BAAC_PROGRESS_PATH=str(workspace / "metrics" / "progress.json"),
-    )
-    server = start(env, logs)
-    server.prediction_log = logs / "predictions.jsonl"
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def client(server, keys):
-    with httpx.Client(base_url=server.url, headers={"X-API-Key": keys[0]}, timeout=120) as c:
-        yield c
+# --- fixtures (workspace, home, keys, server, client: tests/conftest.py) ------------------
 
 
 @pytest.fixture(scope="module")
@@ -245,18 +191,18 @@ def test_invalid_input_is_a_422_naming_record_and_field(client, case):
 
 
 def test_malformed_json_is_a_422(client):
-    response = client.post("/predict", content=b'{"accidents": [', headers={"content-type": "a/b"})
+    response = client.post("/predict", content=b'{"accidents": [')
     assert response.status_code == 422
     assert response.json()["detail"][0]["type"] == "json_invalid"
 
 
 def test_oversized_body_is_a_413_with_or_without_content_length(client):
-    too_big = b" " * (MAX_BODY + 1)
+    too_big = b" " * (TEST_MAX_BODY + 1)
     assert client.post("/predict", content=too_big).status_code == 413
 
     def streamed():  # no Content-Length: chunked transfer encoding
         for _ in range(4):
-            yield b" " * (MAX_BODY // 3)
+            yield b" " * (TEST_MAX_BODY // 3)
 
     assert client.post("/predict", content=streamed()).status_code == 413
     assert client.get("/readyz").status_code == 200
