@@ -37,7 +37,7 @@ test: data ## the test suite (fast reliability checks included; the long ones: m
 	$(RUN) pytest
 
 reliability: data ## every reliability check: fuzzing, hostile bodies, crashes, load (README)
-	$(RUN) pytest -m reliability -v
+	$(RUN) pytest -m reliability -v -rP  # -rP: each check prints its figures
 	$(RUN) python bench/load.py
 
 lint: install ## ruff lint and format check

@@ -29,22 +29,10 @@ from tests.service_helpers import (
     SERVICE,
     environment,
     free_port,
-    has_outputs,
     import_model,
-    small_workspace,
 )
 
 RENAMED, REMOVED, RECODED = "lum", "vma", "lum"  # features of every default model
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Path:
-    """Where the promoted model is: the repository, if it has one."""
-    if has_outputs(ROOT):
-        return ROOT
-    if not (ROOT / "data" / "raw").is_dir():
-        pytest.skip("no promoted model and no data/raw: run `make data`")
-    return small_workspace(tmp_path_factory.mktemp("workspace"))
 
 
 @pytest.fixture(scope="module")
