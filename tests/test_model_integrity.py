@@ -32,7 +32,7 @@ from tests.service_helpers import (
     import_model,
 )
 
-RENAMED, REMOVED, RECODED = "lum", "vma", "lum"  # features of every default model
+RENAMED, REMOVED, RECODED = "lum", "n_vehicles", "lum"  # features every model has (2018 too)
 
 
 @pytest.fixture(scope="module")
