@@ -65,6 +65,7 @@ def baseline_app() -> Any:
     from app.inference import Predictor
 
     predictor = Predictor.from_directory(os.environ["BASELINE_MODEL_DIR"])
+    predictor.warm_up()  # as the service does
 
     def answer(body: bytes) -> Response:
         request, problems = schemas.parse_request(schemas.PredictRequest, body)

@@ -9,6 +9,7 @@ a user-level model served through ``BAAC_MODEL_TAG`` and the ``.env`` key set-up
 from __future__ import annotations
 
 import copy
+import gc
 import hashlib
 import json
 import os
@@ -24,6 +25,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from app import inference
 from app.examples.make_example import EXAMPLE, load_tables, request_records, sample_test_split
 from pipeline import features, schema
 from pipeline.model_store import load_model
@@ -418,6 +420,16 @@ def test_key_from_env_file_is_required_in_process(user_model_app):
     response = client.get("/model", headers={"X-API-Key": key})
     assert response.status_code == 200
     assert response.json()["unit"] == "user"
+
+
+def test_start_up_leaves_its_heap_out_of_garbage_collection(user_model_app):
+    """A 1,000-accident request allocates enough objects to trigger full collections: they
+    must not walk the model, modules and schemas again, nor run ten times as often (see
+    ``app.inference.settle_heap``)."""
+    client, _, _ = user_model_app
+    assert client.get("/readyz").status_code == 200  # the service (and its warm-up) has started
+    assert gc.get_freeze_count() > 50_000
+    assert gc.get_threshold()[2] == inference.FULL_COLLECTION_EVERY
 
 
 # --- last: the server's own logs ----------------------------------------------------------
