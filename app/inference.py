@@ -183,10 +183,10 @@ class TreeEnsemble:
 
 
 def settle_heap() -> None:
-    """Freeze the start-up heap (modules, model, schemas: about 150,000 objects) out of the
-    garbage collector's reach: a 1,000-accident request allocates enough objects to trigger a
-    full collection, which would walk that whole heap again (p95 of such requests over HTTP:
-    190-280 ms before, 100-120 ms after; docs/serving.md).
+    """For a server process, once start-up is over: freeze the start-up heap (modules, model,
+    schemas: about 150,000 objects) out of the garbage collector's reach. A 1,000-accident
+    request allocates enough objects to trigger a full collection, which would otherwise walk
+    that whole heap again (p95 of such requests: 190-280 -> 100-120 ms; docs/serving.md).
 
     With the old generation frozen, CPython's rule "a full collection only once the objects
     promoted since the last one make a quarter of the old generation" no longer holds anything
@@ -251,11 +251,9 @@ class Predictor:
 
     def warm_up(self) -> None:
         """One prediction at start-up, so that the first client does not pay for lazy imports
-        and first-call set-up (about 80 ms). Then the start-up heap is left out of garbage
-        collection (below)."""
+        and first-call set-up (about 80 ms)."""
         minimal = {"an": 2024, "mois": 1, "vehicles": [{}], "users": [{}]}
         self.predict(PredictRequest.model_validate({"accidents": [minimal]}).accidents)
-        settle_heap()
 
     def predict(self, records: Sequence[Any]) -> tuple[Batch, np.ndarray]:
         batch = to_tables(records)

@@ -38,7 +38,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from app import auth, openapi, schemas
-from app.inference import MODEL_FILE, Batch, Predictor
+from app.inference import MODEL_FILE, Batch, Predictor, settle_heap
 from app.prediction_log import PredictionLog
 from pipeline.model_store import (
     FeatureSchemaError,
@@ -158,6 +158,7 @@ class BAACSeverity:
     def __init__(self) -> None:
         self.predictor = Predictor.from_directory(self.model.path)
         self.predictor.warm_up()
+        settle_heap()  # last: whatever start-up loaded stays out of garbage collection
         self.tag = str(self.model.tag)
         self.progress_path = PROGRESS_PATH
         self.predictions = PredictionLog.from_env()

@@ -62,10 +62,11 @@ def baseline_app() -> Any:
     from starlette.routing import Route
 
     from app import schemas
-    from app.inference import Predictor
+    from app.inference import Predictor, settle_heap
 
     predictor = Predictor.from_directory(os.environ["BASELINE_MODEL_DIR"])
     predictor.warm_up()  # as the service does
+    settle_heap()
 
     def answer(body: bytes) -> Response:
         request, problems = schemas.parse_request(schemas.PredictRequest, body)
