@@ -25,14 +25,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-ROOT = Path(__file__).resolve().parent.parent
-# `streamlit run` puts app/ on sys.path, not the repository root that holds the packages.
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from app import experiments as ex  # noqa: E402
-from app import predict_client as pc  # noqa: E402
-from pipeline.schema import CODES  # noqa: E402
+from app import experiments as ex
+from app import predict_client as pc
+from pipeline.paths import ROOT
+from pipeline.schema import CODES
 
 REPO_ENV = "BAAC_DASHBOARD_REPO"
 EXP_SHOW_ENV = "BAAC_DASHBOARD_EXP_SHOW"

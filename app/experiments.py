@@ -374,13 +374,3 @@ def best_row(frame: pd.DataFrame, metric: str) -> pd.Series | None:
         return None
     best = values.idxmax() if higher_is_better(metric) else values.idxmin()
     return frame.loc[best]
-
-
-def deltas(frame: pd.DataFrame, reference_rev: str, metrics: list[str]) -> pd.DataFrame:
-    """``metric - reference`` for every row, indexed like ``frame``; NaN where unknown."""
-    metrics = [m for m in metrics if m in frame.columns]
-    values = frame[metrics].apply(pd.to_numeric, errors="coerce")
-    reference = frame.loc[frame["rev"] == reference_rev, metrics]
-    if reference.empty:
-        return values * math.nan
-    return values - reference.apply(pd.to_numeric, errors="coerce").iloc[0]

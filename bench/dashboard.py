@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 FIXTURE = ROOT / "tests" / "fixtures" / "exp_show" / "success_failed.json"

@@ -28,27 +28,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(
-    0, str(ROOT)
-)  # run as a script: make `app`, `pipeline`, `bench`, `tests` importable
+import httpx
 
-import httpx  # noqa: E402
-
-from app.examples.make_example import (  # noqa: E402
+from app.examples.make_example import (
     load_tables,
     request_records,
     sample_test_split,
 )
-from bench.serve import KEY, Client, percentiles  # noqa: E402
-from pipeline.paths import CHUNKS_DIR, DATASET  # noqa: E402
-from tests.service_helpers import (  # noqa: E402
+from app.local_service import (
     has_outputs,
     import_model,
     service_rss,
     small_workspace,
     start_service,
 )
+from bench.serve import KEY, Client, percentiles
+from pipeline.paths import CHUNKS_DIR, DATASET, ROOT
 
 MIB = 2**20
 KINDS = ("single", "batch")

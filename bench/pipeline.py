@@ -23,8 +23,7 @@ from pathlib import Path
 
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from tests.pipeline_repo import env, make_pipeline_repo, write_params
+from pipeline.sandbox import env, make_pipeline_repo, write_params
 
 STAGES = ["ingest-chunk", "clean-scd2", "split", "train"]
 

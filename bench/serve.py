@@ -31,20 +31,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # run as a script: make `app`, `pipeline` and `tests` importable
+import httpx
+import numpy as np
 
-import httpx  # noqa: E402
-import numpy as np  # noqa: E402
-
-from app.examples.make_example import load_tables, request_records, sample_test_split  # noqa: E402
-from tests.service_helpers import (  # noqa: E402
-    environment,
-    free_port,
-    import_model,
-    start,
-    stop_process,
-)
+from app.examples.make_example import load_tables, request_records, sample_test_split
+from app.local_service import environment, free_port, import_model, start, stop_process
+from pipeline.paths import ROOT
 
 KEY = "bench-key"
 GOALS = {"single_p50_ms": 10.0, "batch_p50_ms": 100.0, "throughput_ratio": 0.8}

@@ -226,12 +226,6 @@ def _vehicle_counts(vehicles: Table, rows: np.ndarray, size: int) -> dict:
     return counts
 
 
-def _sorted_keys(keys: pd.Series) -> tuple[pd.Index, np.ndarray]:
-    """The distinct non-missing keys in ascending order, and each row's position among them."""
-    distinct = pd.Index(keys.dropna().unique()).sort_values()
-    return distinct.rename(KEY), distinct.get_indexer(keys)
-
-
 def _group_extreme(
     rows: np.ndarray, values: np.ndarray, valid: np.ndarray, size: int, reduce: np.ufunc
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -268,9 +268,6 @@ def _frame(
 
 
 USER_CODES = ["place", "catu", "sexe", "trajet", "secu1", "secu2", "secu3", "locp", "etatp"]
-USER_FEATURES = [*USER_CODES, "actp", "age", "protected"] + [
-    f"veh_{name}" for name in entities.VEHICLE_ATTRIBUTES
-]
 
 
 def _user_arrays(users: pd.DataFrame) -> dict[str, np.ndarray]:

@@ -520,7 +520,6 @@ DUPLICATE_ROW = "duplicate_row"  # identical to an earlier row of its file: a se
 CONFLICTING_NUM_ACC = "conflicting_num_acc"  # one of several different rows of one accident
 CHILD_OF_CONFLICTING = "child_of_conflicting_num_acc"  # a row of such an accident elsewhere
 EXTRA_LIEUX_ROW = "extra_lieux_row"  # a second lieux row of an accident (2019+: not an error)
-REASONS = (DUPLICATE_ROW, CONFLICTING_NUM_ACC, CHILD_OF_CONFLICTING, EXTRA_LIEUX_ROW)
 # Columns a quarantined row carries besides its table's schema columns.
 SOURCE_COLUMNS = {
     "source_year": "Int16",
@@ -595,12 +594,6 @@ def _read_rows(path: Path, year: int, table: str | None) -> tuple[str, TableRows
 def _kept(rows: TableRows) -> pd.DataFrame:
     kept = rows.kept
     return rows.frame if kept.all() else rows.frame[kept].reset_index(drop=True)
-
-
-def load_table(path: str | Path, year: int, table: str | None = None) -> pd.DataFrame:
-    """Load one BAAC file of any supported format as a normalised ``schema`` table: the rows
-    it keeps (duplicate and extra lieux rows are quarantined, see ``load_year``)."""
-    return _kept(_read_rows(Path(path), year, table)[1])
 
 
 # ------------------------------------------------------------------------- whole raw dump

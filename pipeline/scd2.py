@@ -58,15 +58,6 @@ def record_hashes(frame: pd.DataFrame, columns: list[str]) -> pd.Series:
     )
 
 
-def applied_chunks(history: pd.DataFrame | None) -> int:
-    """The highest chunk id that has touched this history (0 when empty)."""
-    if history is None or history.empty:
-        return 0
-    closed = history["valid_to_chunk"].max()
-    opened = int(history["valid_from_chunk"].max())
-    return max(opened, 0 if pd.isna(closed) else int(closed))
-
-
 def hashed(incoming: pd.DataFrame, key: str, source: str) -> pd.DataFrame:
     """The incoming records with their ``record_hash``; a key twice in one chunk is an error."""
     duplicated = incoming[key].duplicated()
@@ -139,38 +130,6 @@ def current_hashes(versions: pd.DataFrame, key: str) -> pd.Series:
     return pd.Series(
         versions["record_hash"].to_numpy()[is_current], index=versions[key].to_numpy()[is_current]
     )
-
-
-def apply_chunk(
-    history: pd.DataFrame | None,
-    incoming: pd.DataFrame,
-    key: str,
-    chunk_id: int,
-    as_of: pd.Timestamp,
-    source: str = "chunk",
-) -> pd.DataFrame:
-    """Merge one chunk's records into an in-memory history; returns the new history."""
-    if chunk_id < applied_chunks(history):
-        # Replaying an older chunk over newer versions would revert them.
-        raise ValueError(f"chunk {chunk_id} arrives after chunk {applied_chunks(history)}")
-    incoming = hashed(incoming, key, source)
-    if history is None or history.empty:
-        return _new_versions(incoming, chunk_id, as_of)
-
-    def current_versions(keys: pd.Index) -> pd.DataFrame:
-        return history.loc[history["is_current"] & history[key].isin(keys)]
-
-    hashes = current_hashes(history, key)
-    opened, closing = diff(hashes, incoming, key, chunk_id, as_of, current_versions)
-    if opened.empty:
-        return history
-    if len(closing):
-        history = close(history, closing, key, chunk_id, as_of)
-    # The newest chunk's column order first, then any column only older versions have: the
-    # order the on-disk store reads (PartitionedHistory.schema).
-    merged = pd.concat([history, opened], ignore_index=True)
-    columns = list(dict.fromkeys([*opened.columns, *history.columns]))
-    return merged if merged.columns.tolist() == columns else merged[columns]
 
 
 class PartitionedHistory:

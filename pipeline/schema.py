@@ -308,8 +308,7 @@ TABLES: dict[str, list[Column]] = {
 TABLE_NAMES = list(TABLES)
 CHILD_TABLES = ["lieux", "vehicules", "usagers"]
 
-# Numeric fields that are counts or measures, not codes: no code table applies.
-MEASURES = {"nbv", "vma", "occutc", "an_nais"}
+# Numeric fields that are counts or measures, not codes (no code table applies): their ranges.
 MEASURE_RANGES = {"nbv": (0, 20), "vma": (5, 130), "occutc": (0, 200), "an_nais": (1900, 2030)}
 
 

@@ -279,7 +279,7 @@ def log_to_mlflow(info: dict, metrics: dict, params: DictConfig, bundle: ModelBu
             name="model",
             signature=signature,
             input_example=sample.head(3),
-            # Our own artifact, like model.joblib: skops would refuse sklearn's Tree type.
+            # Our own pickle, like model.joblib (skops loads it only with sklearn's Tree trusted).
             serialization_format="cloudpickle",
             # Explicit requirements skip MLflow's slow environment inference.
             pip_requirements=[f"scikit-learn=={bundle.sklearn_version}", "pandas", "numpy"],

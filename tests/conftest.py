@@ -9,14 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.service_helpers import (
-    ROOT,
-    TEST_MAX_BODY,
-    has_outputs,
-    import_model,
-    small_workspace,
-    start_service,
-)
+from app.local_service import has_outputs, import_model, small_workspace, start_service
+from pipeline.paths import ROOT
+from tests.helpers import TEST_MAX_BODY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from tests.pipeline_repo import dvc, env, make_pipeline_repo, run
+from pipeline.sandbox import dvc, env, make_pipeline_repo, run
 
 # Params of the experiments every scenario starts with; they only re-run the train stage.
 WORKSPACE_EXPERIMENT = ("exp-trees10", ["model.n_estimators=10"])

@@ -1,6 +1,6 @@
 """Record the ``dvc exp show --json`` fixtures of ``tests/fixtures/exp_show/`` from real runs.
 
-    .venv/bin/python tests/record_exp_show.py [--keep DIR]
+    uv run python -m tests.record_exp_show [--keep DIR]
 
 Builds a throwaway pipeline repository (2 chunks of 2,000 accidents of 2018, 20 trees), runs
 real experiments and saves what ``dvc exp show --json`` answers at each step (~3 min):
@@ -22,10 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from tests.exp_repo import (  # noqa: E402
+from pipeline.paths import ROOT
+from tests.exp_repo import (
     FAILING_EXPERIMENT,
     QUEUED_EXPERIMENTS,
     WORKSPACE_EXPERIMENT,

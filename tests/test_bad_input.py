@@ -25,6 +25,7 @@ from omegaconf import OmegaConf
 
 from pipeline import loaders
 from pipeline.io import BadInputError
+from tests.helpers import load_table
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "new_format"
 YEAR = 2018
@@ -226,7 +227,7 @@ def test_loader_rejects(case, raw_2018, tmp_path):
         if case.whole_year:
             loaders.load_year(year_dir, YEAR)
         else:
-            loaders.load_table(path, YEAR)
+            load_table(path, YEAR)
     assert_names_file_and_line(str(caught.value), path, case)
     assert caught.value.path == str(path)
     assert tree(tmp_path) == before  # nothing written, nothing left behind
@@ -243,7 +244,7 @@ def test_new_format_comma_for_semicolon(tmp_path):
     path = year_dir / "lieux-2022.csv"
     swap_separator(";", ",")(path)
     with pytest.raises(BadInputError, match=r"lieux-2022\.csv, line 1: wrong separator"):
-        loaders.load_table(path, 2022)
+        load_table(path, 2022)
 
 
 def test_new_format_missing_column(tmp_path):
@@ -251,7 +252,7 @@ def test_new_format_missing_column(tmp_path):
     path = year_dir / "lieux-2022.csv"
     edit_lines(path, drop_column("vma", sep=";"))
     with pytest.raises(BadInputError, match=r"lieux-2022\.csv, line 1: missing column.*'vma'"):
-        loaders.load_table(path, 2022)
+        load_table(path, 2022)
 
 
 def test_new_format_non_numeric_code(tmp_path):
@@ -259,7 +260,7 @@ def test_new_format_non_numeric_code(tmp_path):
     path = year_dir / "lieux-2019.csv"
     edit_lines(path, set_field(4, "catr", '"x"', sep=";"))
     with pytest.raises(BadInputError, match=r"lieux-2019\.csv, line 4, column 'catr'.*'x'"):
-        loaders.load_table(path, 2019)
+        load_table(path, 2019)
 
 
 def test_new_format_malformed_accident_id(tmp_path):
@@ -267,7 +268,7 @@ def test_new_format_malformed_accident_id(tmp_path):
     path = year_dir / "carcteristiques-2022.csv"
     edit_lines(path, set_field(3, "Accident_Id", '"2022-000002"', sep=";"))
     with pytest.raises(BadInputError, match=r"carcteristiques-2022\.csv, line 3, column 'Num_Acc'"):
-        loaders.load_table(path, 2022)
+        load_table(path, 2022)
 
 
 def test_unknown_num_acc_after_duplicate_lieux_rows_names_the_published_line(tmp_path):

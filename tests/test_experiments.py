@@ -20,9 +20,9 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from app import experiments as ex
+from app.local_service import free_port, stop_process
+from pipeline.sandbox import env
 from tests.exp_repo import QUEUED_EXPERIMENTS, WORKSPACE_EXPERIMENT, experiment_repo
-from tests.pipeline_repo import env
-from tests.service_helpers import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 

@@ -19,6 +19,7 @@ import pytest
 
 from pipeline import entities, loaders, schema
 from tests.baac_facts import OUTCOME_DERIVED_2024
+from tests.helpers import load_table
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "new_format"
 NBSP = "\u00a0"
@@ -125,7 +126,7 @@ def caract_2013(shared_baac):
     path = shared_baac / "2013" / "caracteristiques_2013.csv.gz"
     header, rows = raw_rows(path, "latin-1", ",")
     raw = [dict(zip(header, row, strict=True)) for row in rows]
-    return loaders.load_table(path, 2013), raw
+    return load_table(path, 2013), raw
 
 
 def test_2013_row_count_year_and_keys(caract_2013):
@@ -282,7 +283,7 @@ def lieux_keys() -> dict[int, set[str]]:
 def test_published_old_format_file(shared_baac, lieux_keys, year, name, rows, distinct):
     path = shared_baac / str(year) / f"{name}.gz"
     table = loaders.table_of(path)
-    frame = loaders.load_table(path, year)
+    frame = load_table(path, year)
     assert len(frame) == rows
     assert frame["num_acc"].nunique() == distinct
     assert frame["num_acc"].str.fullmatch(rf"{year}\d{{8}}").all()

@@ -20,17 +20,11 @@ from pathlib import Path
 import joblib
 import pytest
 
+from app.local_service import SERVICE, environment, free_port, import_model
 from pipeline import features, promote
 from pipeline.model_store import ModelBundle, feature_schema_problems, load_model
-from pipeline.paths import DATASET, DATASET_USERS, PROMOTED_DIR
-from tests.pipeline_repo import run
-from tests.service_helpers import (
-    ROOT,
-    SERVICE,
-    environment,
-    free_port,
-    import_model,
-)
+from pipeline.paths import DATASET, DATASET_USERS, PROMOTED_DIR, ROOT
+from pipeline.sandbox import run
 
 RENAMED, REMOVED, RECODED = "lum", "n_vehicles", "lum"  # features every model has (2018 too)
 

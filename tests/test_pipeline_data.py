@@ -27,7 +27,7 @@ from pipeline.paths import (
     PROGRESS_FILE,
     SPLIT_METRICS,
 )
-from tests.pipeline_repo import file_digests
+from tests.helpers import file_digests
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw"

@@ -16,7 +16,9 @@ import yaml
 
 from pipeline import schema
 from pipeline.params import compose
-from tests.pipeline_repo import ROOT, dvc, lock_hashes, make_pipeline_repo
+from pipeline.paths import ROOT
+from pipeline.sandbox import dvc, make_pipeline_repo
+from tests.helpers import lock_hashes
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "data" / "raw").is_dir(), reason="data/raw missing: run `make data`"

@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from pipeline import ingest, loaders, schema
 from pipeline.io import BadInputError
+from tests.helpers import load_table
 from tests.test_bad_input import outputs, run_ingest, tree
 from tests.test_pipeline_data import cached_raw_dump
 
@@ -235,11 +236,11 @@ FATAL = [
 @pytest.mark.parametrize("case", FATAL, ids=[case.id for case in FATAL])
 def test_structural_corruption_is_fatal_and_names_file_and_line(case, tmp_path):
     path = case.build(tmp_path)
-    assert len(loaders.load_table(path, case.year)) == last_line(path) - 1  # intact, it loads
+    assert len(load_table(path, case.year)) == last_line(path) - 1  # intact, it loads
     case.corrupt(path)
     before = tree(tmp_path)
     with pytest.raises(BadInputError) as caught:
-        loaders.load_table(path, case.year)
+        load_table(path, case.year)
     message = str(caught.value)
     assert message.startswith(f"{path}, line {case.line(path)}: "), message
     assert case.problem in message, message
@@ -253,10 +254,10 @@ def test_utf8_line_in_a_latin1_file_is_fatal(tmp_path):
     accented = next(i for i, line in enumerate(text.lines) if not line.isascii()) + 1
     path = tmp_path / "caracteristiques_2013.csv"
     path.write_bytes(Text(text.lines[: accented + 5], "\n").render().encode("latin-1"))
-    assert len(loaders.load_table(path, 2013)) == accented + 4  # genuine Latin-1: accepted
+    assert len(load_table(path, 2013)) == accented + 4  # genuine Latin-1: accepted
     encode_line_as(path, accented, "utf-8")
     with pytest.raises(BadInputError) as caught:
-        loaders.load_table(path, 2013)
+        load_table(path, 2013)
     message = str(caught.value)
     assert message.startswith(f"{path}, line {accented}: UTF-8 text in a Latin-1 file"), message
     accent = next(char for char in text.lines[accented - 1] if not char.isascii())
@@ -272,9 +273,9 @@ def test_utf8_bom_at_the_start_is_stripped(fmt, tmp_path):
         path, year = small_2018(tmp_path)["vehicules"], 2018
     else:
         path, year = new_format_caracteristiques(tmp_path), 2024
-    plain = loaders.load_table(path, year)
+    plain = load_table(path, year)
     path.write_bytes(BOM + path.read_bytes())
-    with_bom = loaders.load_table(path, year)
+    with_bom = load_table(path, year)
     pd.testing.assert_frame_equal(with_bom, plain)
     assert with_bom[schema.KEY].str.fullmatch(r"\d{12}").all()  # the BOM is not in the key
 

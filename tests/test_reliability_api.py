@@ -47,8 +47,9 @@ from schemathesis.specs.openapi.checks import (
 
 from app.auth import API_KEY_HEADER
 from app.examples.make_example import EXAMPLE
+from app.local_service import service_rss, start_service
 from app.schemas import MAX_RECORDS
-from tests.service_helpers import TEST_MAX_BODY, service_rss, start_service
+from tests.helpers import TEST_MAX_BODY
 
 pytestmark = pytest.mark.slow
 DEFAULT_MAX_BODY = 32 * 1024 * 1024  # app.auth.DEFAULT_MAX_BODY_BYTES: the server below keeps it

@@ -46,8 +46,10 @@ from pipeline.paths import (
     CLEAN_USERS,
     METRICS_DIR,
     PROGRESS_FILE,
+    ROOT,
 )
-from tests.pipeline_repo import ROOT, dvc, env, file_digests, lock_hashes, make_pipeline_repo
+from pipeline.sandbox import dvc, env, make_pipeline_repo
+from tests.helpers import file_digests, lock_hashes
 from tests.test_scd2 import KEY, as_of, chunk_frame, chunks_strategy
 
 RAW = ROOT / "data" / "raw"

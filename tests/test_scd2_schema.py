@@ -18,6 +18,7 @@ import pytest
 from pipeline import entities, loaders, scd2, schema, split
 from pipeline.paths import CLEAN_ACCIDENTS, CLEAN_USERS, DATASET, RAW_DIR
 from tests.conftest import REPO_ROOT
+from tests.helpers import apply_chunk, load_table
 
 KEY = schema.KEY
 NEW = "vma"  # published by the 2019+ lieux table
@@ -36,7 +37,7 @@ def records() -> dict[str, pd.DataFrame]:
     tables = {}
     for path in sorted(folder.glob("*.parquet")):
         table = loaders.table_of(path)
-        tables[table] = loaders.load_table(path, 2024, table)
+        tables[table] = load_table(path, 2024, table)
     keys = tables["caracteristiques"][KEY].sort_values().iloc[: 2 * ACCIDENTS]
     tables = {name: t[t[KEY].isin(keys)].reset_index(drop=True) for name, t in tables.items()}
     return {"accidents": entities.accidents(tables), "users": entities.users(tables)}
@@ -90,8 +91,8 @@ def test_a_new_source_column_is_tracked_from_its_chunk_on(records, tmp_path):
     assert files(store.directory) == before
 
     # The in-memory mechanism agrees with the store.
-    in_memory = scd2.apply_chunk(None, chunk1, KEY, 1, AS_OF[1])
-    in_memory = scd2.apply_chunk(in_memory, chunk2, KEY, 2, AS_OF[2])
+    in_memory = apply_chunk(None, chunk1, KEY, 1, AS_OF[1])
+    in_memory = apply_chunk(in_memory, chunk2, KEY, 2, AS_OF[2])
     pd.testing.assert_frame_equal(scd2.ordered(in_memory, KEY), history)
 
 

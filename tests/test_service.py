@@ -27,10 +27,11 @@ import pytest
 
 from app import inference
 from app.examples.make_example import EXAMPLE, load_tables, request_records, sample_test_split
+from app.local_service import SERVICE, environment, free_port, start
 from pipeline import features, schema
 from pipeline.model_store import load_model
-from pipeline.paths import DATASET, DATASET_USERS
-from tests.service_helpers import ROOT, SERVICE, TEST_MAX_BODY, environment, free_port, start
+from pipeline.paths import DATASET, DATASET_USERS, ROOT
+from tests.helpers import TEST_MAX_BODY
 
 pytestmark = pytest.mark.slow
 MINIMAL = {"an": 2024, "mois": 6, "vehicles": [{"catv": 7}], "users": [{"catu": 1}]}

@@ -1,8 +1,11 @@
-"""Build a throwaway copy of this repository in which real ``dvc`` commands can run."""
+"""Build a throwaway copy of this repository in which real ``dvc`` commands can run.
+
+Used by the benchmarks (``bench/pipeline.py``, a fresh clone's model in ``bench/serve.py``) and
+the tests: the real pipeline, on the repository's own files, away from its outputs.
+"""
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -12,8 +15,8 @@ from pathlib import Path
 import yaml
 
 from pipeline.params import compose
+from pipeline.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 # A small, fast configuration: real 2018 data, 2 chunks of 2,000 accidents, 20 trees.
 SMALL_OVERRIDES = [
@@ -102,22 +105,3 @@ def _bake_overrides(repo: Path, overrides: list[str]) -> None:
         config = yaml.safe_load(path.read_text())
         config[key] = yaml.safe_load(value)
         path.write_text(yaml.safe_dump(config, sort_keys=False))
-
-
-def lock_hashes(repo: Path) -> dict[str, str]:
-    """md5 of every output of every stage in dvc.lock."""
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return {
-        f"{stage}:{out['path']}": out["md5"]
-        for stage, entry in lock["stages"].items()
-        for out in entry.get("outs", [])
-    }
-
-
-def file_digests(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root`` (hidden ones included), by relative path."""
-    return {
-        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
-        for path in sorted(root.rglob("*"))
-        if path.is_file()
-    }

@@ -1,4 +1,4 @@
-"""Run the real prediction service (``bentoml serve``) for the tests and the benchmark.
+"""Run the real prediction service (``bentoml serve``) for the benchmarks and the tests.
 
 Each run gets its own BentoML home into which the promoted model is imported with the
 project's own ``pipeline.promote.import_into_bentoml``; the repository's ``bentoml_home`` and
@@ -17,7 +17,9 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parents[1]
+from pipeline.paths import ROOT
+from pipeline.sandbox import dvc, make_pipeline_repo, run
+
 SERVICE = "app.service:BAACSeverity"
 # What a workspace needs to serve and to rebuild real requests.
 OUTPUTS = ("models/model.joblib", "models/metadata.json", "data/processed/dataset.parquet")
@@ -32,10 +34,6 @@ SETTINGS = (
 )
 
 
-# The fast tests' server limit: small, so that a 413 test sends little; 10,001 minimal records fit.
-TEST_MAX_BODY = 2_000_000
-
-
 def has_outputs(workspace: Path) -> bool:
     chunks = list((workspace / "data" / "chunks").glob("chunk-*/usagers.parquet"))
     return bool(chunks) and all((workspace / name).is_file() for name in OUTPUTS)
@@ -44,8 +42,6 @@ def has_outputs(workspace: Path) -> bool:
 def small_workspace(dest: Path) -> Path:
     """A fresh clone has no pipeline outputs: run the small real pipeline (2018 data, two
     chunks of 2,000 accidents, 20 trees) and promote its model, in ``dest``."""
-    from tests.pipeline_repo import dvc, make_pipeline_repo, run
-
     repo = make_pipeline_repo(dest)
     dvc("repro", "-q", cwd=repo)
     run([sys.executable, "-m", "pipeline.promote", "--no-dvc", "--no-bentoml"], repo)
