@@ -125,13 +125,6 @@ def close(
     return versions
 
 
-def current_hashes(versions: pd.DataFrame, key: str) -> pd.Series:
-    is_current = versions["is_current"].to_numpy()
-    return pd.Series(
-        versions["record_hash"].to_numpy()[is_current], index=versions[key].to_numpy()[is_current]
-    )
-
-
 class PartitionedHistory:
     """An SCD2 history stored as a Parquet dataset directory with one part per chunk.
 

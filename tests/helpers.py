@@ -58,7 +58,9 @@ def apply_chunk(
     def current_versions(keys: pd.Index) -> pd.DataFrame:
         return history.loc[history["is_current"] & history[key].isin(keys)]
 
-    hashes = scd2.current_hashes(history, key)
+    current = history["is_current"].to_numpy()
+    keys = history[key].to_numpy()[current]
+    hashes = pd.Series(history["record_hash"].to_numpy()[current], index=keys)
     opened, closing = scd2.diff(hashes, incoming, key, chunk_id, as_of, current_versions)
     if opened.empty:
         return history
