@@ -14,7 +14,7 @@ PORT ?= 3000
 WORKERS ?= 2
 EXP ?=
 
-.PHONY: help install data run test reliability lint format bench promote mlflow_ui \
+.PHONY: help install data run test reliability lint typecheck format bench promote mlflow_ui \
 	do_etl do_etl_full do_etl_chunked ingest_data_chunked clean_data assign_splits \
 	train_model do_ml_pipeline progress features_doc
 
@@ -46,6 +46,9 @@ reliability: data ## every reliability check: fuzzing, hostile bodies, crashes, 
 lint: install ## ruff lint and format check
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
+
+typecheck: install ## mypy on pipeline/ and app/ (settings in pyproject.toml)
+	$(RUN) mypy
 
 format: install
 	$(RUN) ruff format .

@@ -23,7 +23,7 @@ from typing import Any
 try:
     import fcntl
 except ImportError:  # Windows: no advisory locks; one worker per log file there
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 DEFAULT_PATH = Path("logs/predictions.jsonl")
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -54,7 +54,7 @@ class SharedRotatingFileHandler(RotatingFileHandler):
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:
                 if self._rotated_elsewhere():
-                    self.stream.close()
+                    self.stream.close()  # type: ignore[union-attr]  # not None if rotated
                     self.stream = self._open()
                 super().emit(record)
             finally:

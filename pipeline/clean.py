@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,7 +67,10 @@ def ingested_chunks(root: Path = CHUNKS_DIR) -> list[Chunk]:
     return chunks
 
 
-def histories() -> dict[str, tuple[scd2.PartitionedHistory, object]]:
+Builder = Callable[[dict[str, pd.DataFrame]], pd.DataFrame]  # a chunk's tables -> entity records
+
+
+def histories() -> dict[str, tuple[scd2.PartitionedHistory, Builder]]:
     """Each entity's history store and the function that builds its records from a chunk."""
     return {
         "accidents": (scd2.PartitionedHistory(CLEAN_ACCIDENTS, schema.KEY), entities.accidents),

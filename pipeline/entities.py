@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -24,7 +25,7 @@ from pipeline import schema
 KEY = schema.KEY
 # A BAAC table: a frame (the pipeline's chunks) or its columns as arrays of equal length (the
 # service's request tables, for which building frames would cost more than the computation).
-Table = pd.DataFrame | Mapping[str, ExtensionArray]
+Table: TypeAlias = pd.DataFrame | Mapping[str, ExtensionArray]
 
 # Vehicle categories (catv) grouped by vulnerability and mass.
 VEHICLE_MIX = {

@@ -15,6 +15,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -123,7 +124,7 @@ FEATURES: list[Feature] = [
 GROUPS = sorted({feature.group for feature in FEATURES if feature.unit == ACCIDENT})
 # Accident records: the ``accidents`` entity as a frame (training) or as its columns
 # (``entities.accident_columns``, the service).
-Records = pd.DataFrame | Mapping[str, ExtensionArray]
+Records: TypeAlias = pd.DataFrame | Mapping[str, ExtensionArray]
 
 
 def feature_names(unit: str, groups: list[str]) -> list[str]:

@@ -542,7 +542,7 @@ class TableRows:
 
     @property
     def kept(self) -> np.ndarray:
-        return np.equal(self.reasons, None)
+        return pd.isna(self.reasons)
 
     def set_aside(self, mask: np.ndarray, reason: str) -> None:
         """Quarantine the rows of ``mask``; a row already quarantined keeps its first reason."""

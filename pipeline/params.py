@@ -14,7 +14,10 @@ def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
     path = Path(path)
     if not path.exists():
         raise SystemExit(f"{path} not found: run stages from the repository root (dvc repro)")
-    return OmegaConf.load(path)
+    params = OmegaConf.load(path)
+    if not isinstance(params, DictConfig):
+        raise SystemExit(f"{path}: expected a mapping of parameter groups, found a list")
+    return params
 
 
 def chunk_limit(chunks: Any) -> int | None:
@@ -39,4 +42,6 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = "conf") -
 
     with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
         config = hydra_compose(config_name="config", overrides=overrides or [])
-    return OmegaConf.to_container(config, resolve=True)
+    composed = OmegaConf.to_container(config, resolve=True)
+    assert isinstance(composed, dict)  # the config tree of conf/config.yaml is a mapping
+    return composed
