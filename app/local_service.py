@@ -74,7 +74,7 @@ def import_model(workspace: Path, home: Path) -> str:
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=workspace,
-        env=environment(home, PYTHONPATH=str(workspace)),
+        env=environment(home),
         capture_output=True,
         text=True,
         timeout=300,

@@ -107,7 +107,7 @@ def serve_baseline(port: int, workers: int) -> None:
 def start_baseline(model_dir: Path, workers: int, log_dir: Path) -> tuple[Any, str]:
     """The baseline in a subprocess (``--baseline-server``); returns it once it answers."""
     port = free_port()
-    env = dict(os.environ, BASELINE_MODEL_DIR=str(model_dir), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, BASELINE_MODEL_DIR=str(model_dir))
     command = [sys.executable, __file__, "--baseline-server", str(port), "--workers", str(workers)]
     log = (log_dir / "baseline.log").open("wb")
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=log)

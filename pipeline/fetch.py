@@ -6,6 +6,11 @@ through hard-coded file URLs: ONISR re-uploads corrected files under new URLs. F
 four tables are picked by file name with ``pipeline.loaders.table_of``, so the naming rules live
 in one place.
 
+Transient failures (a refused or reset connection, a timeout before the answer, a 5xx answer)
+are retried with exponential backoff (urllib3 ``Retry``) before the command gives up with an
+error naming the URL. A connection dropped in the middle of a file is not resumed: the file
+fails its verification, nothing is kept, and running the command again fetches it.
+
 Each file is streamed to a temporary file next to its target, verified (checksum when the API
 gives one, else size), and only then renamed into ``<raw-dir>/<year>/<published name>``. A
 failure deletes the temporary file, so an existing file is never damaged and nothing partial is
@@ -29,7 +34,9 @@ from typing import Any, BinaryIO
 from urllib.parse import unquote, urlsplit
 
 import requests
+from requests.adapters import HTTPAdapter
 from tqdm import tqdm
+from urllib3.util.retry import Retry
 
 from pipeline import schema
 from pipeline.paths import RAW_DIR
@@ -44,6 +51,10 @@ API_URL_ENV = "BAAC_DATASET_API_URL"
 FIRST_YEAR = 2005  # the first year of the annual BAAC files
 EXIT_FAILURE = 2  # the code argparse uses for usage errors, and pipeline.ingest for bad input
 TIMEOUT = (10, 60)  # seconds to connect, and to wait for each chunk of a download
+RETRIES = 4  # further attempts after a connection error, a timeout or a 5xx answer
+# urllib3's backoff factor: no wait before the first retry, then 1, 2 and 4 s (``Retry``).
+BACKOFF_SECONDS = 0.5
+RETRY_STATUSES = frozenset(range(500, 600))
 CHUNK_BYTES = 1 << 20
 USER_AGENT = "baac-severity-fetch (+https://www.data.gouv.fr)"
 
@@ -165,9 +176,33 @@ def build_parser() -> argparse.ArgumentParser:
 # ----------------------------------------------------------------------- dataset document
 
 
+def make_session() -> requests.Session:
+    """A session that retries GETs on connection errors, timeouts and 5xx answers."""
+    retry = Retry(
+        total=RETRIES,
+        backoff_factor=BACKOFF_SECONDS,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET"}),
+        raise_on_status=False,  # the last answer comes back, for an error naming its status
+    )
+    session = requests.Session()
+    adapter = HTTPAdapter(max_retries=retry)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+def _attempts() -> str:
+    return f"{RETRIES + 1} attempts"
+
+
 def _raise_for_status(response: requests.Response, url: str) -> None:
     if response.status_code >= 400:
-        raise FetchError(f"HTTP {response.status_code} {response.reason or ''} for {url}".strip())
+        message = f"HTTP {response.status_code} {response.reason or ''}".strip() + f" for {url}"
+        if response.status_code in RETRY_STATUSES:
+            message += f" (still failing after {_attempts()})"
+        raise FetchError(message)
 
 
 def fetch_dataset(session: requests.Session, api_url: str) -> dict[str, Any]:
@@ -175,7 +210,9 @@ def fetch_dataset(session: requests.Session, api_url: str) -> dict[str, Any]:
     try:
         response = session.get(api_url, timeout=TIMEOUT, headers={"Accept": "application/json"})
     except requests.RequestException as error:
-        raise FetchError(f"cannot reach the dataset API {api_url}: {error}") from error
+        raise FetchError(
+            f"cannot reach the dataset API {api_url} (gave up after {_attempts()}): {error}"
+        ) from error
     _raise_for_status(response, api_url)
     try:
         document = response.json()
@@ -338,7 +375,13 @@ def _stream(session: requests.Session, resource: Resource, out: BinaryIO) -> tup
     digest = hashlib.new(resource.checksum.algorithm) if resource.checksum else None
     written = 0
     try:
-        with session.get(resource.url, stream=True, timeout=TIMEOUT) as response:
+        response = session.get(resource.url, stream=True, timeout=TIMEOUT)
+    except requests.RequestException as error:
+        raise FetchError(
+            f"cannot download {resource.url} (gave up after {_attempts()}): {error}"
+        ) from error
+    try:
+        with response:
             _raise_for_status(response, resource.url)
             announced = response.headers.get("Content-Length")
             total = resource.size or (int(announced) if announced and announced.isdigit() else None)
@@ -359,7 +402,7 @@ def _stream(session: requests.Session, resource: Resource, out: BinaryIO) -> tup
                     if digest is not None:
                         digest.update(block)
                     bar.update(len(block))
-    except requests.RequestException as error:
+    except requests.RequestException as error:  # mid-file: not retried (see the docstring)
         raise FetchError(f"network error while downloading {resource.url}: {error}") from error
     return written, digest.hexdigest() if digest is not None else ""
 
@@ -414,8 +457,7 @@ def fetch(
     years: Sequence[int], raw_dir: Path, api_url: str, *, force: bool = False, dry_run: bool = False
 ) -> tuple[int, int]:
     """Fetch the years; return (files downloaded or to download, files up to date)."""
-    with requests.Session() as session:
-        session.headers["User-Agent"] = USER_AGENT
+    with make_session() as session:
         plan = select(baac_resources(fetch_dataset(session, api_url)), years)
         check_conflicts(raw_dir, plan)
         fetched = current = 0

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import math
-import os
 import re
 import shutil
 import subprocess
@@ -300,11 +299,9 @@ def test_missing_table_and_empty_file(tmp_path):
 
 
 def run_ingest(project: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     return subprocess.run(
         [sys.executable, "-m", "pipeline.ingest"],
         cwd=project,
-        env=env,
         capture_output=True,
         text=True,
         timeout=300,

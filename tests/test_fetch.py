@@ -16,6 +16,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,8 @@ FILES = {
 DISTRACTORS = ["vehicules-immatricules-baac-2022.csv", "description-des-bases-de-donnees.pdf"]
 # This one is published under an opaque URL: its file name comes from the resource title.
 TITLE_ONLY = "lieux-2018.csv.gz"
+# urllib3's backoff factor in these tests: waits of 0, 0.04, 0.08, 0.16 s between attempts.
+FAST_BACKOFF = 0.02
 
 
 @functools.cache
@@ -73,7 +76,9 @@ class FakeDataGouv:
     resources: list[dict[str, Any]] = field(default_factory=list)
     status: dict[str, int] = field(default_factory=dict)  # URL path -> forced HTTP status
     truncated: set[str] = field(default_factory=set)  # URL paths cut off half-way
+    flaky: dict[str, list[int]] = field(default_factory=dict)  # URL path -> first answers
     hits: list[str] = field(default_factory=list)
+    times: list[float] = field(default_factory=list)  # monotonic time of each hit
 
     @property
     def api_url(self) -> str:
@@ -138,7 +143,10 @@ def make_handler(state: FakeDataGouv) -> type[http.server.BaseHTTPRequestHandler
         def do_GET(self) -> None:
             path = urlsplit(self.path).path
             state.hits.append(path)
-            if path in state.status:
+            state.times.append(time.monotonic())
+            if state.flaky.get(path):
+                self.reply(state.flaky[path].pop(0), b"<html>busy</html>", "text/html")
+            elif path in state.status:
                 self.reply(state.status[path], b"<html>error</html>", "text/html")
             elif path == API_PATH:
                 self.reply(200, json.dumps(state.document()).encode(), "application/json")
@@ -178,6 +186,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDataGouv]:
         state.publish(name, b"not a BAAC table\n", "sha1", True)
     # Every request of the code under test goes to the loopback server, never to the internet.
     monkeypatch.setenv(fetch.API_URL_ENV, state.api_url)
+    monkeypatch.setattr(fetch, "BACKOFF_SECONDS", FAST_BACKOFF)
     for variable in ("NO_PROXY", "no_proxy"):
         monkeypatch.setenv(variable, "127.0.0.1,localhost")
     yield state
@@ -360,6 +369,36 @@ def test_connection_dropped_mid_file_leaves_nothing_partial(server, tmp_path, ca
     assert leftovers(raw) == []
 
 
+def test_two_503_answers_then_the_file_is_fetched(server, tmp_path):
+    raw = tmp_path / "raw"
+    path = server.path_of("lieux-2022.csv")
+    server.flaky[path] = [503, 503]
+
+    assert run("--years", "2022", raw=raw) == 0
+
+    for name in FILES[2022]:
+        assert (raw / "2022" / name).read_bytes() == source_bytes(name)
+    times = [t for hit, t in zip(server.hits, server.times, strict=True) if hit == path]
+    assert len(times) == 3
+    # urllib3's exponential backoff: none before the first retry, 2 x the factor before the next.
+    assert times[2] - times[1] >= 2 * FAST_BACKOFF
+
+
+def test_retries_exhausted_is_a_clear_error_and_writes_nothing(server, tmp_path, capsys):
+    raw = tmp_path / "raw"
+    path = server.path_of("carcteristiques-2022.csv")  # the first file fetched
+    server.status[path] = 503
+
+    assert run("--years", "2022", raw=raw) == fetch.EXIT_FAILURE
+
+    err = capsys.readouterr().err
+    attempts = fetch.RETRIES + 1
+    expected = f"HTTP 503 Service Unavailable for {server.base}{path} (still failing after"
+    assert f"{expected} {attempts} attempts)" in err
+    assert server.file_hits() == [path] * attempts
+    assert not raw.exists() or list(raw.rglob("*")) == []  # no file, not even an empty year
+
+
 def test_api_errors_are_clear(server, tmp_path, capsys):
     raw = tmp_path / "raw"
     server.status[API_PATH] = 500
@@ -368,7 +407,8 @@ def test_api_errors_are_clear(server, tmp_path, capsys):
 
     closed = "http://127.0.0.1:9/api/1/datasets/x/"  # discard port: nothing listens
     assert run("--years", "2022", "--api-url", closed, raw=raw) == fetch.EXIT_FAILURE
-    assert f"cannot reach the dataset API {closed}" in capsys.readouterr().err
+    attempts = f"gave up after {fetch.RETRIES + 1} attempts"
+    assert f"cannot reach the dataset API {closed} ({attempts})" in capsys.readouterr().err
     assert not raw.exists()
 
 
@@ -457,7 +497,7 @@ def test_bad_years_are_argparse_errors(text, tmp_path, capsys):
 
 
 def subprocess_env(server: FakeDataGouv) -> dict[str, str]:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
+    env = dict(os.environ, NO_PROXY="127.0.0.1", no_proxy="127.0.0.1")
     env[fetch.API_URL_ENV] = server.api_url
     return env
 
@@ -469,7 +509,6 @@ def test_help_in_a_subprocess():
         capture_output=True,
         text=True,
         timeout=60,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
     )
     assert result.returncode == 0, result.stderr
     for text in ("usage: python -m pipeline.fetch", "--years", "--raw-dir", "--api-url"):

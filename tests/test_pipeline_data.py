@@ -176,7 +176,6 @@ def test_clean_refuses_an_empty_chunk_and_keeps_its_outputs(full_run, tmp_path):
         cwd=workdir,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert result.returncode == 2
     assert "chunk-0003" in result.stderr and "empty chunk" in result.stderr
