@@ -107,7 +107,9 @@ def clean(chunks_dir: Path = CHUNKS_DIR) -> None:
     stores = histories()
     for store, _ in stores.values():
         store.rewind(start)
-    for done, chunk in enumerate(tqdm(chunks[start:], desc="clean-scd2", unit="chunk"), start + 1):
+    # disable=None: a bar on a terminal only; logs (make run, dvc, CI) get one line per chunk.
+    bar = tqdm(chunks[start:], desc="clean-scd2", unit="chunk", disable=None)
+    for done, chunk in enumerate(bar, start + 1):
         started = time.perf_counter()
         tables = chunk.read()
         for store, build in stores.values():

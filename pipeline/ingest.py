@@ -223,7 +223,9 @@ def ingest(
     arrived = total_chunks if chunks is None else min(chunks, total_chunks)
     ordered = order_by_chunk(tables, plan)
     written = 0
-    for chunk_id in tqdm(range(1, arrived + 1), desc="ingest-chunk", unit="chunk"):
+    # disable=None: a bar on a terminal only; logs (make run, dvc, CI) get the summary below.
+    bar = tqdm(range(1, arrived + 1), desc="ingest-chunk", unit="chunk", disable=None)
+    for chunk_id in bar:
         as_of = plan.loc[plan["chunk_id"] == chunk_id, "as_of"].max()
         written += write_chunk(chunk_id, as_of, chunk_slice(ordered, chunk_id), out_dir)
     # Chunks beyond the arrived count (from an earlier, longer run) have not arrived now.
