@@ -55,7 +55,7 @@ format: install
 	$(RUN) ruff check --fix .
 
 bench: data ## benchmarks (time per stage, per chunk, training time and memory)
-	$(RUN) python bench/pipeline.py
+	$(RUN) python bench/stages.py
 
 progress: ## print the ingestion progress
 	@$(RUN) python -m pipeline.progress

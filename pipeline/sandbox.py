@@ -1,7 +1,8 @@
 """Build a throwaway copy of this repository in which real ``dvc`` commands can run.
 
-Used by the benchmarks (``bench/pipeline.py``, a fresh clone's model in ``bench/serve.py``) and
-the tests: the real pipeline, on the repository's own files, away from its outputs.
+Used by the benchmarks (``bench/stages.py``; ``app.local_service.small_workspace``, which
+builds a fresh clone's model for ``bench/load.py``) and the tests: the real pipeline, on the
+repository's own files, away from the repository's outputs.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Pipeline benchmark: time and peak memory per stage of the full run, and the clean-scd2
 time of each successive chunk.
 
-    uv run python bench/pipeline.py            # full bundled data, default params
-    uv run python bench/pipeline.py --quick    # 2018 only, chunks of 2,000 (a smoke run)
+    uv run python bench/stages.py            # full bundled data, default params
+    uv run python bench/stages.py --quick    # 2018 only, chunks of 2,000 (a smoke run)
 
 Runs in a temporary copy of the repository (real `dvc repro -s <stage>`), so the workspace
 outputs are untouched. Goals: the whole run in ≤ 90 s on 2 cores, and the clean-scd2 time of
