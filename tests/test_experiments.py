@@ -102,7 +102,7 @@ def test_review_reports_metric_deltas(repo: Path, tmp_path: Path) -> None:
     report = report_path.read_text()
     assert done.stdout.strip() == report.strip()
     assert report.startswith(f"# Experiment review: {', '.join(names)} vs main")
-    assert "| experiment | state | test.roc_auc | test.pr_auc |" in report
+    assert "| experiment | state | test.roc_auc | test.f1_weighted |" in report
     baseline_line = next(line for line in report.splitlines() if "(baseline)" in line)
     assert "**main**" in baseline_line
     for name in names:
@@ -111,7 +111,7 @@ def test_review_reports_metric_deltas(repo: Path, tmp_path: Path) -> None:
         assert all("(+" in cell or "(-" in cell for cell in cells), line
     assert "| exp-trees10 | model.n_estimators | 20 | 10 |" in report
     assert "| exp-depth8 | model.max_depth | – | 8 |" in report
-    assert "## Data snapshot" in report and "rows.caracteristiques" in report
+    assert "## Data snapshot" in report and "chunks_ingested" in report
     for kind in ("roc", "pr", "importance"):
         image = f"review-main-vs-{'-'.join(names)}-{kind}.png"
         assert f"]({image})" in report
