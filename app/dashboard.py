@@ -45,6 +45,7 @@ ROC, PR, CONFUSION, IMPORTANCE = (
 BASELINE_STATES = [ex.WORKSPACE, "baseline"]
 MAX_SIDE_BY_SIDE = 4
 TOP_FEATURES = 15
+BEST_CSS = "font-weight: bold; color: #1b7f3b"
 # --- data, cached per repository state --------------------------------------------------
 
 
@@ -110,26 +111,39 @@ def experiments_table(frame: pd.DataFrame, metrics: list[str]) -> None:
         shown = shown[haystack.str.contains(text, case=False, regex=False)]
     extra = st.multiselect("Metric columns", ex.metric_columns(frame), default=metrics)
     params = st.multiselect("Param columns", ex.param_columns(frame))
-    snapshot = [c for c in ["chunks_ingested", "chunks_total", "rows"] if c in frame.columns]
-    columns = ["label", "state", "created", "baseline", "changed_params", *extra, *snapshot]
-    table = shown[[*columns, "error"]].rename(columns={"label": "experiment"})
-    table.insert(1, "best in", best_in(frame, extra).reindex(table.index))
+    # What is compared first, left to right; the rest after it, so that at 1,400 px the
+    # headline metrics and changed params fit without scrolling (tests/test_experiments.py).
+    errors = ["error"] if shown["error"].notna().any() else []
+    columns = ["label", "changed_params", *extra, "state", "chunks_ingested", "created", *errors]
+    table = shown[[c for c in columns if c in shown.columns]].rename(
+        columns={"label": "experiment"}
+    )
     # Param values may mix types (ingest.chunks: 2 or "all"): shown as text.
     for param in params:
         table[param] = shown[param].map(lambda v: "" if v is None else str(v))
-    config = {m: st.column_config.NumberColumn(m, format="%.4f") for m in extra}
-    st.dataframe(table, hide_index=True, column_config=config, key="experiments_table")
-    st.caption(f"{len(table)} of {len(frame)} rows · click a column header to sort")
+    config: dict[str, Any] = {
+        "experiment": st.column_config.TextColumn(pinned=True),
+        "changed_params": st.column_config.TextColumn("changed params", width="medium"),
+        "chunks_ingested": st.column_config.NumberColumn("chunks", width="small"),
+        "created": st.column_config.DatetimeColumn(format="MMM D HH:mm", width="small"),
+        **{m: st.column_config.NumberColumn(m, format="%.4f", width=100) for m in extra},
+    }
+    st.dataframe(
+        table.style.apply(best_cells, frame=frame, axis=0, subset=extra),
+        hide_index=True,
+        column_config=config,
+        key="experiments_table",
+    )
+    st.caption(
+        f"{len(table)} of {len(frame)} rows · best value of each metric in bold green · click a "
+        "column header to sort"
+    )
 
 
-def best_in(frame: pd.DataFrame, metrics: list[str]) -> pd.Series:
-    """Per row, the metrics for which it is the best experiment (★ in the table)."""
-    marks = pd.Series("", index=frame.index, dtype=object)
-    for metric in metrics:
-        best = ex.best_row(frame, metric)
-        if best is not None:
-            marks[best.name] = (marks[best.name] + " ★ " + metric).strip()
-    return marks
+def best_cells(column: pd.Series, frame: pd.DataFrame) -> list[str]:
+    """CSS of a metric column: the best experiment's cell (``experiments.best_row``) marked."""
+    best = ex.best_row(frame, str(column.name))
+    return [BEST_CSS if best is not None and i == best.name else "" for i in column.index]
 
 
 def best_experiment(frame: pd.DataFrame, metrics: list[str]) -> None:
@@ -209,15 +223,13 @@ def metric_bars(rows: pd.DataFrame, metrics: list[str]) -> None:
     data = rows[["label", metric]].rename(columns={"label": "experiment", metric: "value"})
     data["value"] = pd.to_numeric(data["value"], errors="coerce")
     data = data.dropna()
-    # Experiments differ in the third decimal: zoom on their range instead of starting at 0.
-    low, high = data["value"].min(), data["value"].max()
-    pad = max((high - low) * 0.5, abs(high) * 0.002, 1e-6)
     chart = (
         alt.Chart(data)
-        .mark_bar(clip=True)
+        .mark_bar()
         .encode(
             x=alt.X("experiment:N", sort="-y", title=None, axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("value:Q", title=metric, scale=alt.Scale(domain=[low - pad, high + pad])),
+            # From 0: a bar's length is its value, so 0.006 apart looks like 0.006 apart.
+            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=True)),
             color=experiment_color(rows, legend=False),
             tooltip=["experiment", alt.Tooltip("value:Q", format=".4f")],
         )
@@ -391,9 +403,16 @@ def show_prediction(kind: str, payload: Any) -> None:
         st.error(f"The service failed: {payload}")
     else:
         first = (payload.get("predictions") or [None])[0] if isinstance(payload, dict) else None
-        label = first.get("label") if isinstance(first, dict) else None
-        st.success(f"Predicted: **{label}**" if label else "Prediction")
-        st.json(payload)
+        first = first if isinstance(first, dict) else {}
+        label, probabilities = first.get("label"), first.get("probabilities") or {}
+        chance = probabilities.get(label) if isinstance(probabilities, dict) else None
+        if label and isinstance(chance, int | float):
+            st.success(f"Predicted: **{label}**, probability {chance:.1%}")
+            st.caption(" · ".join(f"{k} {v:.1%}" for k, v in probabilities.items()))
+        else:
+            st.success(f"Predicted: **{label}**" if label else "Prediction")
+        with st.expander("Service answer (JSON)"):
+            st.json(payload)
 
 
 # --- page ---------------------------------------------------------------------------------
@@ -429,7 +448,10 @@ def load(repo: str, all_commits: bool) -> tuple[pd.DataFrame, str]:
 
 
 def main() -> None:
-    st.set_page_config(page_title="BAAC experiments", layout="wide")
+    # The sidebar (repository path, refresh) starts collapsed: the table gets the whole width.
+    st.set_page_config(
+        page_title="BAAC experiments", layout="wide", initial_sidebar_state="collapsed"
+    )
     st.title("BAAC severity: experiments")
     repo, all_commits = sidebar()
     frame, state = load(repo, all_commits)
