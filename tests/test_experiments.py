@@ -167,10 +167,15 @@ def test_browser_shows_table_and_comparison_chart(dashboard_url: str, tmp_path: 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 4200})
+            # 1,400 px: the experiments table must fit, headline metrics and changed params in
+            # view without horizontal scrolling (issue 11).
+            page = browser.new_page(viewport={"width": 1400, "height": 4200})
             page.goto(dashboard_url, wait_until="domcontentloaded")
             table = page.locator('[data-testid="stDataFrame"]').first
             table.wait_for(state="visible", timeout=120_000)
+            page.get_by_text(f"{len(EXPECTED) + 2} of").first.wait_for(timeout=60_000)
+            scroller = table.locator(".dvn-scroller").first
+            widths = scroller.evaluate("e => [e.scrollWidth, e.clientWidth]")
             page.get_by_text("Compare experiments").wait_for(timeout=60_000)
             chart = page.locator('[data-testid="stVegaLiteChart"]').first
             chart.wait_for(state="visible", timeout=60_000)
@@ -183,4 +188,5 @@ def test_browser_shows_table_and_comparison_chart(dashboard_url: str, tmp_path: 
         finally:
             browser.close()
     assert "Could not render" not in text
+    assert widths[0] <= widths[1] + 1, f"table scrolls horizontally: {widths}"
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
