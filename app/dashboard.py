@@ -276,7 +276,11 @@ def curves(repo: str, rows: pd.DataFrame, state: str) -> None:
 
 
 def _confusion(data: pd.DataFrame) -> alt.Chart:
-    counts = data.groupby(["actual", "predicted"]).size().rename("count").reset_index()
+    # One row per cell with its count (pipeline.evaluate.confusion_counts); experiments run
+    # before that wrote one row per test example, each counting 1.
+    weights = data["count"] if "count" in data.columns else pd.Series(1, index=data.index)
+    weighted = data.assign(count=weights.fillna(1))
+    counts = weighted.groupby(["actual", "predicted"])["count"].sum().reset_index()
     counts["share of actual"] = counts["count"] / counts.groupby("actual")["count"].transform("sum")
     base = alt.Chart(counts).encode(
         x=alt.X("predicted:N", axis=alt.Axis(labelAngle=0)), y=alt.Y("actual:N")
