@@ -72,6 +72,15 @@ def test_not_a_repository_is_an_error_message(monkeypatch, tmp_path: Path) -> No
     assert "no DVC repository" in at.error[0].value
 
 
+def test_bar_chart_starts_at_zero(monkeypatch) -> None:
+    at = render(monkeypatch, FIXTURES / "success_failed.json")
+    specs = [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+    bars = [spec for spec in specs if spec.get("mark", {}).get("type") == "bar"]
+    assert bars, f"no bar chart: {[i.value for i in at.info]} {[w.value for w in at.warning]}"
+    for spec in bars:
+        assert spec["encoding"]["y"]["scale"] == {"zero": True}
+
+
 def test_best_experiment_and_promote_command(monkeypatch) -> None:
     at = render(monkeypatch, FIXTURES / "success_failed.json")
     assert any("has the highest test.roc_auc" in s.value for s in at.success)
