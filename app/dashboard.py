@@ -7,7 +7,9 @@ The repository shown is, in this order: the sidebar's path, the ``?repo=`` query
 recorded ``dvc exp show --json`` answer to show instead of running dvc (demos, benchmark).
 
 The parsed experiments are cached per repository state (HEAD, ``refs/exps``, queue runs,
-workspace metrics: ``experiments.repo_state``); **Refresh** clears the cache. Every section
+workspace metrics: ``experiments.repo_state``), and the ``dvc exp show`` answer of that state is
+kept in ``.dvc/tmp/dashboard/`` so that a restarted page does not run dvc again; **Refresh**
+clears both. Every section
 renders on its own: a section that meets odd data shows a warning and the page goes on.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +35,7 @@ if str(ROOT) not in sys.path:
 
 from app import experiments as ex  # noqa: E402
 from app import predict_client as pc  # noqa: E402
+from pipeline.io import write_text  # noqa: E402
 from pipeline.schema import CODES  # noqa: E402
 
 REPO_ENV = "BAAC_DASHBOARD_REPO"
@@ -45,6 +49,7 @@ ROC, PR, CONFUSION, IMPORTANCE = (
 BASELINE_STATES = [ex.WORKSPACE, "baseline"]
 MAX_SIDE_BY_SIDE = 4
 TOP_FEATURES = 15
+STORE_DIR = Path(".dvc/tmp/dashboard")
 BEST_CSS = "font-weight: bold; color: #1b7f3b"
 # --- data, cached per repository state --------------------------------------------------
 
@@ -56,12 +61,34 @@ def default_repo() -> str:
     return st.query_params.get("repo") or known.repo or os.environ.get(REPO_ENV) or str(ROOT)
 
 
+def stored_answer(repo: str, all_commits: bool, state: str) -> Path:
+    """Where the ``dvc exp show --json`` answer of this repository state is kept on disk
+    (DVC's git-ignored ``.dvc/tmp``): a restarted page reuses it instead of running dvc."""
+    return Path(repo) / STORE_DIR / f"exp-show-{state}{'-A' if all_commits else ''}.json"
+
+
+def exp_show_records(repo: str, all_commits: bool, state: str) -> list[dict]:
+    """The answer of ``dvc exp show --json`` for ``state``: from disk, else from dvc (kept)."""
+    stored = stored_answer(repo, all_commits, state)
+    try:
+        return json.loads(stored.read_text())
+    except (OSError, ValueError):
+        records = ex.run_exp_show(repo, all_commits=all_commits)
+    try:
+        for old in stored.parent.glob(f"exp-show-*{'-A' if all_commits else ''}.json"):
+            old.unlink(missing_ok=True)  # earlier states: never asked again
+        write_text(json.dumps(records), stored)
+    except OSError:
+        pass  # a read-only repository: the page still works, without the disk cache
+    return records
+
+
 @st.cache_data(show_spinner="Reading experiments (dvc exp show)…", max_entries=16)
 def cached_experiments(repo: str, all_commits: bool, state: str, recorded: str) -> pd.DataFrame:
-    """Parsed experiments; ``state`` only keys the cache (see ``experiments.repo_state``)."""
+    """Parsed experiments; ``state`` keys the caches (see ``experiments.repo_state``)."""
     if recorded:
         return ex.parse_exp_show(json.loads(Path(recorded).read_text()))
-    return ex.load_experiments(repo, all_commits=all_commits)
+    return ex.parse_exp_show(exp_show_records(repo, all_commits, state))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -433,6 +460,7 @@ def sidebar() -> tuple[str, bool]:
     all_commits = st.sidebar.checkbox("Experiments of all commits (-A)", key="all_commits")
     if st.sidebar.button("Refresh", help="Clear the cache and re-run `dvc exp show`"):
         st.cache_data.clear()
+        shutil.rmtree(Path(repo) / STORE_DIR, ignore_errors=True)
     return repo, all_commits
 
 

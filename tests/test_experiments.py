@@ -87,6 +87,28 @@ def test_dashboard_renders_every_experiment(repo: Path, monkeypatch) -> None:
     assert not at.exception
 
 
+def test_restarted_page_reads_the_stored_answer(repo: Path, monkeypatch) -> None:
+    """A new server (empty memory cache) on an unchanged repository runs no ``dvc exp show``:
+    the answer of that repository state was kept on disk by the first page."""
+    import streamlit as st
+
+    monkeypatch.setenv("BAAC_DASHBOARD_REPO", str(repo))
+    monkeypatch.delenv("BAAC_DASHBOARD_EXP_SHOW", raising=False)
+    AppTest.from_file(str(DASHBOARD), default_timeout=120).run()
+    stored = list((repo / ".dvc" / "tmp" / "dashboard").glob("exp-show-*.json"))
+    assert [p.name for p in stored] == [f"exp-show-{ex.repo_state(repo)}.json"]
+    st.cache_data.clear()
+
+    def no_dvc(*args: object, **kwargs: object) -> list[dict]:
+        raise AssertionError("dvc exp show ran although the answer was stored")
+
+    monkeypatch.setattr(ex, "run_exp_show", no_dvc)
+    at = AppTest.from_file(str(DASHBOARD), default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert set(EXPECTED) <= set(at.dataframe[0].value["experiment"])
+
+
 def test_review_reports_metric_deltas(repo: Path, tmp_path: Path) -> None:
     names = [WORKSPACE_EXPERIMENT[0], QUEUED_EXPERIMENTS[0][0]]
     done = subprocess.run(
