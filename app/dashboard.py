@@ -7,7 +7,9 @@ The repository shown is, in this order: the sidebar's path, the ``?repo=`` query
 recorded ``dvc exp show --json`` answer to show instead of running dvc (demos, benchmark).
 
 The parsed experiments are cached per repository state (HEAD, ``refs/exps``, queue runs,
-workspace metrics: ``experiments.repo_state``); **Refresh** clears the cache. Every section
+workspace metrics: ``experiments.repo_state``), and the ``dvc exp show`` answer of that state is
+kept in ``.dvc/tmp/dashboard/`` so that a restarted page does not run dvc again; **Refresh**
+clears both. Every section
 renders on its own: a section that meets odd data shows a warning and the page goes on.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +30,7 @@ import streamlit as st
 
 from app import experiments as ex
 from app import predict_client as pc
+from pipeline.io import write_text
 from pipeline.paths import ROOT
 from pipeline.schema import CODES
 
@@ -41,6 +45,8 @@ ROC, PR, CONFUSION, IMPORTANCE = (
 BASELINE_STATES = [ex.WORKSPACE, "baseline"]
 MAX_SIDE_BY_SIDE = 4
 TOP_FEATURES = 15
+STORE_DIR = Path(".dvc/tmp/dashboard")
+BEST_CSS = "font-weight: bold; color: #1b7f3b"
 # --- data, cached per repository state --------------------------------------------------
 
 
@@ -51,12 +57,34 @@ def default_repo() -> str:
     return st.query_params.get("repo") or known.repo or os.environ.get(REPO_ENV) or str(ROOT)
 
 
+def stored_answer(repo: str, all_commits: bool, state: str) -> Path:
+    """Where the ``dvc exp show --json`` answer of this repository state is kept on disk
+    (DVC's git-ignored ``.dvc/tmp``): a restarted page reuses it instead of running dvc."""
+    return Path(repo) / STORE_DIR / f"exp-show-{state}{'-A' if all_commits else ''}.json"
+
+
+def exp_show_records(repo: str, all_commits: bool, state: str) -> list[dict]:
+    """The answer of ``dvc exp show --json`` for ``state``: from disk, else from dvc (kept)."""
+    stored = stored_answer(repo, all_commits, state)
+    try:
+        return json.loads(stored.read_text())
+    except (OSError, ValueError):
+        records = ex.run_exp_show(repo, all_commits=all_commits)
+    try:
+        for old in stored.parent.glob(f"exp-show-*{'-A' if all_commits else ''}.json"):
+            old.unlink(missing_ok=True)  # earlier states: never asked again
+        write_text(json.dumps(records), stored)
+    except OSError:
+        pass  # a read-only repository: the page still works, without the disk cache
+    return records
+
+
 @st.cache_data(show_spinner="Reading experiments (dvc exp show)…", max_entries=16)
 def cached_experiments(repo: str, all_commits: bool, state: str, recorded: str) -> pd.DataFrame:
-    """Parsed experiments; ``state`` only keys the cache (see ``experiments.repo_state``)."""
+    """Parsed experiments; ``state`` keys the caches (see ``experiments.repo_state``)."""
     if recorded:
         return ex.parse_exp_show(json.loads(Path(recorded).read_text()))
-    return ex.load_experiments(repo, all_commits=all_commits)
+    return ex.parse_exp_show(exp_show_records(repo, all_commits, state))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)
@@ -106,26 +134,39 @@ def experiments_table(frame: pd.DataFrame, metrics: list[str]) -> None:
         shown = shown[haystack.str.contains(text, case=False, regex=False)]
     extra = st.multiselect("Metric columns", ex.metric_columns(frame), default=metrics)
     params = st.multiselect("Param columns", ex.param_columns(frame))
-    snapshot = [c for c in ["chunks_ingested", "chunks_total", "rows"] if c in frame.columns]
-    columns = ["label", "state", "created", "baseline", "changed_params", *extra, *snapshot]
-    table = shown[[*columns, "error"]].rename(columns={"label": "experiment"})
-    table.insert(1, "best in", best_in(frame, extra).reindex(table.index))
+    # What is compared first, left to right; the rest after it, so that at 1,400 px the
+    # headline metrics and changed params fit without scrolling (tests/test_experiments.py).
+    errors = ["error"] if shown["error"].notna().any() else []
+    columns = ["label", "changed_params", *extra, "state", "chunks_ingested", "created", *errors]
+    table = shown[[c for c in columns if c in shown.columns]].rename(
+        columns={"label": "experiment"}
+    )
     # Param values may mix types (ingest.chunks: 2 or "all"): shown as text.
     for param in params:
         table[param] = shown[param].map(lambda v: "" if v is None else str(v))
-    config = {m: st.column_config.NumberColumn(m, format="%.4f") for m in extra}
-    st.dataframe(table, hide_index=True, column_config=config, key="experiments_table")
-    st.caption(f"{len(table)} of {len(frame)} rows · click a column header to sort")
+    config: dict[str, Any] = {
+        "experiment": st.column_config.TextColumn(pinned=True),
+        "changed_params": st.column_config.TextColumn("changed params", width="medium"),
+        "chunks_ingested": st.column_config.NumberColumn("chunks", width="small"),
+        "created": st.column_config.DatetimeColumn(format="MMM D HH:mm", width="small"),
+        **{m: st.column_config.NumberColumn(m, format="%.4f", width=100) for m in extra},
+    }
+    st.dataframe(
+        table.style.apply(best_cells, frame=frame, axis=0, subset=extra),
+        hide_index=True,
+        column_config=config,
+        key="experiments_table",
+    )
+    st.caption(
+        f"{len(table)} of {len(frame)} rows · best value of each metric in bold green · click a "
+        "column header to sort"
+    )
 
 
-def best_in(frame: pd.DataFrame, metrics: list[str]) -> pd.Series:
-    """Per row, the metrics for which it is the best experiment (★ in the table)."""
-    marks = pd.Series("", index=frame.index, dtype=object)
-    for metric in metrics:
-        best = ex.best_row(frame, metric)
-        if best is not None:
-            marks[best.name] = (marks[best.name] + " ★ " + metric).strip()
-    return marks
+def best_cells(column: pd.Series, frame: pd.DataFrame) -> list[str]:
+    """CSS of a metric column: the best experiment's cell (``experiments.best_row``) marked."""
+    best = ex.best_row(frame, str(column.name))
+    return [BEST_CSS if best is not None and i == best.name else "" for i in column.index]
 
 
 def best_experiment(frame: pd.DataFrame, metrics: list[str]) -> None:
@@ -205,15 +246,13 @@ def metric_bars(rows: pd.DataFrame, metrics: list[str]) -> None:
     data = rows[["label", metric]].rename(columns={"label": "experiment", metric: "value"})
     data["value"] = pd.to_numeric(data["value"], errors="coerce")
     data = data.dropna()
-    # Experiments differ in the third decimal: zoom on their range instead of starting at 0.
-    low, high = data["value"].min(), data["value"].max()
-    pad = max((high - low) * 0.5, abs(high) * 0.002, 1e-6)
     chart = (
         alt.Chart(data)
-        .mark_bar(clip=True)
+        .mark_bar()
         .encode(
             x=alt.X("experiment:N", sort="-y", title=None, axis=alt.Axis(labelAngle=0)),
-            y=alt.Y("value:Q", title=metric, scale=alt.Scale(domain=[low - pad, high + pad])),
+            # From 0: a bar's length is its value, so 0.006 apart looks like 0.006 apart.
+            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=True)),
             color=experiment_color(rows, legend=False),
             tooltip=["experiment", alt.Tooltip("value:Q", format=".4f")],
         )
@@ -260,7 +299,11 @@ def curves(repo: str, rows: pd.DataFrame, state: str) -> None:
 
 
 def _confusion(data: pd.DataFrame) -> alt.Chart:
-    counts = data.groupby(["actual", "predicted"]).size().rename("count").reset_index()
+    # One row per cell with its count (pipeline.evaluate.confusion_counts); experiments run
+    # before that wrote one row per test example, each counting 1.
+    weights = data["count"] if "count" in data.columns else pd.Series(1, index=data.index)
+    weighted = data.assign(count=weights.fillna(1))
+    counts = weighted.groupby(["actual", "predicted"])["count"].sum().reset_index()
     counts["share of actual"] = counts["count"] / counts.groupby("actual")["count"].transform("sum")
     base = alt.Chart(counts).encode(
         x=alt.X("predicted:N", axis=alt.Axis(labelAngle=0)), y=alt.Y("actual:N")
@@ -387,9 +430,16 @@ def show_prediction(kind: str, payload: Any) -> None:
         st.error(f"The service failed: {payload}")
     else:
         first = (payload.get("predictions") or [None])[0] if isinstance(payload, dict) else None
-        label = first.get("label") if isinstance(first, dict) else None
-        st.success(f"Predicted: **{label}**" if label else "Prediction")
-        st.json(payload)
+        first = first if isinstance(first, dict) else {}
+        label, probabilities = first.get("label"), first.get("probabilities") or {}
+        chance = probabilities.get(label) if isinstance(probabilities, dict) else None
+        if label and isinstance(chance, int | float):
+            st.success(f"Predicted: **{label}**, probability {chance:.1%}")
+            st.caption(" · ".join(f"{k} {v:.1%}" for k, v in probabilities.items()))
+        else:
+            st.success(f"Predicted: **{label}**" if label else "Prediction")
+        with st.expander("Service answer (JSON)"):
+            st.json(payload)
 
 
 # --- page ---------------------------------------------------------------------------------
@@ -406,6 +456,7 @@ def sidebar() -> tuple[str, bool]:
     all_commits = st.sidebar.checkbox("Experiments of all commits (-A)", key="all_commits")
     if st.sidebar.button("Refresh", help="Clear the cache and re-run `dvc exp show`"):
         st.cache_data.clear()
+        shutil.rmtree(Path(repo) / STORE_DIR, ignore_errors=True)
     return repo, all_commits
 
 
@@ -425,7 +476,10 @@ def load(repo: str, all_commits: bool) -> tuple[pd.DataFrame, str]:
 
 
 def main() -> None:
-    st.set_page_config(page_title="BAAC experiments", layout="wide")
+    # The sidebar (repository path, refresh) starts collapsed: the table gets the whole width.
+    st.set_page_config(
+        page_title="BAAC experiments", layout="wide", initial_sidebar_state="collapsed"
+    )
     st.title("BAAC severity: experiments")
     repo, all_commits = sidebar()
     frame, state = load(repo, all_commits)

@@ -8,8 +8,8 @@ workspace first, then commits), each with ``data`` (params, metrics, deps, outs,
 - ``experiment`` (the name ``dvc exp apply`` takes; ``workspace``; a baseline's branch name or
   short sha), ``rev``, ``baseline``, ``baseline_rev``, ``state``, ``executor``, ``created``,
   ``error`` (run failure and unreadable files, as text);
-- the data snapshot of ``metrics/progress.json``: ``chunks_ingested``, ``chunks_total``,
-  ``rows``, ``rows.<table>``, ``data_as_of``;
+- the data snapshot of ``metrics/data.json`` (the summary of ``metrics/progress.json``):
+  ``chunks_ingested``, ``chunks_total``, ``rows``, ``data_as_of``;
 - metrics, flattened with dots: ``metrics/train.json`` unprefixed (``test.roc_auc``), other
   files under their stem (``split.test.accidents``);
 - params flattened under ``params.`` (``params.model.n_estimators``) and ``changed_params``,
@@ -37,7 +37,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 WORKSPACE = "workspace"
 MODEL_METRICS = "metrics/train.json"
-PROGRESS_METRICS = "metrics/progress.json"
+PROGRESS_METRICS = "metrics/progress.json"  # a plain output: the ingestion details
+DATA_METRICS = "metrics/data.json"
 PARAMS_PREFIX = "params."
 # DVC re-reads the metrics of queued and failed experiments from the commit they were queued
 # on, so those numbers belong to someone else (the baseline or the previous workspace run).
@@ -57,8 +58,6 @@ META_COLUMNS = [
 SNAPSHOT_COLUMNS = ["chunks_ingested", "chunks_total", "rows", "data_as_of"]
 KEY_METRICS = [
     "test.roc_auc",
-    "test.pr_auc",
-    "test.accuracy",
     "test.f1_weighted",
     "test.f1_macro",
     "test.log_loss",
@@ -199,21 +198,10 @@ def _state(record: dict, executor: Any, is_baseline: bool) -> str:
     return "failed" if record.get("error") else "success"
 
 
-def _snapshot(progress: Any) -> dict[str, Any]:
-    if not isinstance(progress, dict):
+def _snapshot(summary: Any) -> dict[str, Any]:
+    if not isinstance(summary, dict):
         return {}
-    chunks = progress.get("chunks") if isinstance(progress.get("chunks"), dict) else {}
-    overall = progress.get("overall") if isinstance(progress.get("overall"), dict) else {}
-    tables = progress.get("tables") if isinstance(progress.get("tables"), dict) else {}
-    snapshot = {
-        "chunks_ingested": chunks.get("ingested"),
-        "chunks_total": chunks.get("total"),
-        "rows": overall.get("rows"),
-        "data_as_of": progress.get("as_of"),
-    }
-    for table, entry in sorted(tables.items()):
-        snapshot[f"rows.{table}"] = entry.get("rows") if isinstance(entry, dict) else None
-    return snapshot
+    return {column: summary.get(column) for column in SNAPSHOT_COLUMNS}
 
 
 def _results(data: dict) -> tuple[dict[str, Any], list[str]]:
@@ -223,7 +211,7 @@ def _results(data: dict) -> tuple[dict[str, Any], list[str]]:
     for path, content, error in _files(data.get("metrics")):
         if error:
             errors.append(error)
-        elif path == PROGRESS_METRICS:
+        elif path == DATA_METRICS:
             values.update(_snapshot(content))
         elif path == MODEL_METRICS:
             flat = flatten(content)
@@ -304,7 +292,7 @@ def _numeric_results(column: pd.Series) -> pd.Series:
 
 
 def _ordered(frame: pd.DataFrame) -> pd.DataFrame:
-    snapshot = [c for c in frame.columns if c in SNAPSHOT_COLUMNS or c.startswith("rows.")]
+    snapshot = [c for c in frame.columns if c in SNAPSHOT_COLUMNS]
     params = [c for c in frame.columns if c.startswith(PARAMS_PREFIX)]
     taken = set(META_COLUMNS) | set(snapshot) | set(params)
     metrics = [c for c in frame.columns if c not in taken]
@@ -353,9 +341,7 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
     """Numeric result columns (snapshot excluded), the key metrics first."""
     skip = set(META_COLUMNS) | set(SNAPSHOT_COLUMNS) | set(param_columns(frame))
     numeric = [
-        c
-        for c in frame.columns
-        if c not in skip and not c.startswith("rows.") and pd.api.types.is_numeric_dtype(frame[c])
+        c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])
     ]
     return [m for m in KEY_METRICS if m in numeric] + [m for m in numeric if m not in KEY_METRICS]
 

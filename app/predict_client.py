@@ -3,8 +3,9 @@
 ``POST $BAAC_API_URL/predict`` (default http://127.0.0.1:3000) with ``{"accidents": [record]}``
 and the ``X-API-Key: $API_KEY`` header. The record starts from the first accident of
 ``app/examples/predict_request.json`` when that file exists, so the form sends whatever shape
-the service documents; the form's fields (lum, agg, int, atm, catr, vma, hour, vehicle catv
-codes) are written into it.
+the service documents, else from ``default_record``, built from the request schema so that the
+service accepts it; the form's fields (lum, agg, int, atm, catr, vma, hour, vehicle catv codes)
+are written into it.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 
 import requests
 
+from app.schemas import AccidentRecord
+
 ROOT = Path(__file__).resolve().parent.parent
 API_URL_ENV, API_KEY_ENV = "BAAC_API_URL", "API_KEY"
 DEFAULT_API_URL = "http://127.0.0.1:3000"
@@ -23,6 +26,8 @@ EXAMPLE_REQUEST = ROOT / "app" / "examples" / "predict_request.json"
 TIMEOUT = 15
 FORM_FIELDS = ["lum", "agg", "int", "atm", "catr"]
 FORM_DEFAULTS: dict[str, Any] = {
+    "an": 2024,
+    "mois": 6,
     "lum": 1,
     "agg": 2,
     "int": 1,
@@ -38,15 +43,26 @@ def api_url() -> str:
     return os.environ.get(API_URL_ENV, DEFAULT_API_URL)
 
 
+def default_record() -> dict[str, Any]:
+    """``FORM_DEFAULTS`` completed with every key the request schema requires
+    (``AccidentRecord``: today the ``users`` list, which gets one road user whose fields are all
+    optional). tests/test_dashboard.py sends it to the running service: a new required field
+    without a default here fails that test instead of the form."""
+    record = dict(FORM_DEFAULTS)
+    for key in sorted(AccidentRecord.__required_keys__ - record.keys()):
+        record[key] = [{}]
+    return record
+
+
 def example_record() -> dict[str, Any]:
-    """The first accident of ``app/examples/predict_request.json``, else a small default."""
+    """The first accident of ``app/examples/predict_request.json``, else ``default_record()``."""
     try:
         accidents = json.loads(EXAMPLE_REQUEST.read_text()).get("accidents") or []
         if accidents and isinstance(accidents[0], dict):
             return accidents[0]
     except (OSError, ValueError, AttributeError):
         pass
-    return dict(FORM_DEFAULTS)
+    return default_record()
 
 
 def _vehicle_key(record: dict[str, Any]) -> str:

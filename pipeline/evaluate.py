@@ -9,6 +9,9 @@ import pandas as pd
 from sklearn import metrics as skm
 
 CURVE_GRID = np.linspace(0.0, 1.0, 101)
+# The metrics users compare across experiments: the keys of metrics/train.json (a DVC metric,
+# one ``dvc exp show`` column each, in this order) for validation and test.
+HEADLINE = ("roc_auc", "f1_macro", "f1_weighted", "log_loss")
 
 
 def _rounded(value: float | None) -> float | None:
@@ -117,12 +120,20 @@ def precision_recall_points(
     return _curves(y_true, proba, classes, labels, ("recall", "precision"), _precision_on_grid)
 
 
-def confusion_rows(
+def confusion_counts(
     y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, labels: list[str]
 ) -> pd.DataFrame:
-    """One row per test example, the layout of DVC's confusion template."""
-    names = dict(zip(classes, labels, strict=True))
+    """One row per (actual, predicted) pair with its ``count``, zeros included.
+
+    A few rows instead of one per test example: the plot file stays small, and the
+    ``confusion_counts`` DVC template (.dvc/plots/) sums ``count`` where DVC's counts rows.
+    """
     predicted = classes[np.argmax(proba, axis=1)]
+    matrix = skm.confusion_matrix(y_true, predicted, labels=classes)
     return pd.DataFrame(
-        {"actual": [names[v] for v in y_true], "predicted": [names[v] for v in predicted]}
+        [
+            {"actual": labels[i], "predicted": labels[j], "count": int(matrix[i, j])}
+            for i in range(len(classes))
+            for j in range(len(classes))
+        ]
     )

@@ -164,9 +164,11 @@ def write_parquet(frame: pd.DataFrame, target: str | Path) -> None:
         pq.write_table(table, tmp, compression="zstd", write_statistics=True)
 
 
-def write_json(payload: Any, target: str | Path) -> None:
+def write_json(payload: Any, target: str | Path, sort_keys: bool = True) -> None:
+    """``sort_keys=False`` keeps the payload's order: a DVC metrics file's key order is the
+    column order of ``dvc exp show``."""
     with atomic_path(target, ".json") as tmp:
-        tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+        tmp.write_text(json.dumps(payload, indent=2, sort_keys=sort_keys, default=str) + "\n")
 
 
 def write_text(text: str, target: str | Path) -> None:

@@ -15,7 +15,8 @@ PROMOTED_DIR = Path("models")
 LOGS_DIR = Path("logs")
 REPORTS_DIR = Path("reports")
 
-PROGRESS_FILE = METRICS_DIR / "progress.json"
+PROGRESS_FILE = METRICS_DIR / "progress.json"  # details: a plain output, not a DVC metric
+DATA_SUMMARY = METRICS_DIR / "data.json"  # the data snapshot, a DVC metric
 CLEAN_ACCIDENTS = CLEAN_DIR / "accidents.parquet"
 CLEAN_USERS = CLEAN_DIR / "users.parquet"
 CLEAN_STATE = CLEAN_DIR / "state.json"
@@ -28,4 +29,5 @@ TRAIN_METRICS = METRICS_DIR / "train.json"
 MODEL_FILE = MODEL_DIR / "model.joblib"
 MODEL_INFO = MODEL_DIR / "model_info.json"
 MODEL_CARD = MODEL_DIR / "model_card.md"
+EVALUATION = MODEL_DIR / "evaluation.json"  # every metric, per class and per year
 PARAMS_FILE = Path("params.yaml")

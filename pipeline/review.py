@@ -4,7 +4,7 @@
 
 With no experiment named, every experiment derived from the baseline is reviewed. The report
 holds the key metrics with deltas against the baseline, the params each experiment changed,
-the data snapshot it trained on (chunks and rows of ``metrics/progress.json``), ROC,
+the data snapshot it trained on (chunks and rows of ``metrics/data.json``), ROC,
 precision-recall and feature-importance plots rendered as PNG next to it, every other changed
 metric, and the commands that take the winner further. It is written atomically to
 ``reports/review-<baseline>-vs-<experiments>.md`` and printed.
@@ -152,9 +152,9 @@ def params_section(rows: pd.DataFrame) -> str:
 
 
 def snapshot_section(rows: pd.DataFrame) -> str:
-    columns = [c for c in rows.columns if c in ex.SNAPSHOT_COLUMNS or c.startswith("rows.")]
+    columns = [c for c in rows.columns if c in ex.SNAPSHOT_COLUMNS]
     if not columns:
-        return "## Data snapshot\n\nNo metrics/progress.json in these revisions."
+        return "## Data snapshot\n\nNo metrics/data.json in these revisions."
     body = [[str(r["experiment"]), *map(fmt, r[columns])] for _, r in rows.iterrows()]
     return "## Data snapshot\n\n" + table(["experiment", *columns], body)
 

@@ -31,14 +31,15 @@ from pipeline.io import read_json, write_json, write_text
 from pipeline.model_store import ModelBundle, save_model
 from pipeline.params import load_params
 from pipeline.paths import (
+    DATA_SUMMARY,
     DATASET,
     DATASET_USERS,
+    EVALUATION,
     LOGS_DIR,
     MODEL_CARD,
     MODEL_FILE,
     MODEL_INFO,
     PLOTS_DIR,
-    PROGRESS_FILE,
     TRAIN_METRICS,
 )
 
@@ -174,7 +175,7 @@ def write_plots(data: TrainingData, test_proba: np.ndarray, importance: pd.DataF
     write_text(evaluate.roc_points(*args).to_csv(index=False), PLOTS_DIR / "roc.csv")
     pr = evaluate.precision_recall_points(*args)
     write_text(pr.to_csv(index=False), PLOTS_DIR / "precision_recall.csv")
-    write_text(evaluate.confusion_rows(*args).to_csv(index=False), PLOTS_DIR / "confusion.csv")
+    write_text(evaluate.confusion_counts(*args).to_csv(index=False), PLOTS_DIR / "confusion.csv")
     write_text(importance.to_csv(index=False), PLOTS_DIR / "importance.csv")
     plot_importance(importance, PLOTS_DIR / "importance.png")
 
@@ -184,13 +185,13 @@ def file_sha256(path: Path) -> str:
 
 
 def data_snapshot(data: TrainingData) -> dict:
-    progress = read_json(PROGRESS_FILE, default={})
+    summary = read_json(DATA_SUMMARY, default={})
     return {
         "dataset_sha256": file_sha256(DATASET),
         "users_sha256": file_sha256(DATASET_USERS),
-        "chunks_ingested": progress.get("chunks", {}).get("ingested"),
-        "chunks_total": progress.get("chunks", {}).get("total"),
-        "as_of": progress.get("as_of"),
+        "chunks_ingested": summary.get("chunks_ingested"),
+        "chunks_total": summary.get("chunks_total"),
+        "as_of": summary.get("data_as_of"),
         "rows": {
             split: int((data.split == split).sum()) for split in ("train", "validation", "test")
         },
@@ -199,6 +200,19 @@ def data_snapshot(data: TrainingData) -> dict:
             label: round(float((data.target == c).mean()), 4)
             for c, label in zip(data.classes, data.labels, strict=True)
         },
+    }
+
+
+def headline_metrics(metrics: dict) -> dict:
+    """What ``metrics/train.json``, the DVC metric, holds: the metrics users compare.
+
+    Every key of a DVC metrics file is a column of ``dvc exp show``, in file order, before any
+    param: validation (the selection split) first, then test, then the model size. The rest
+    (accuracy, PR-AUC, precision/recall, per class, per year) is in ``model/evaluation.json``.
+    """
+    return {
+        **{s: {k: metrics[s][k] for k in evaluate.HEADLINE} for s in ("validation", "test")},
+        "model": {"size_mb": metrics["model"]["size_mb"]},
     }
 
 
@@ -271,7 +285,7 @@ def log_to_mlflow(info: dict, metrics: dict, params: DictConfig, bundle: ModelBu
                 "model.size_mb": str(info["model_size_mb"]),
             }
         )
-        for artifact in (MODEL_INFO, MODEL_CARD, PLOTS_DIR / "importance.png", TRAIN_METRICS):
+        for artifact in (MODEL_INFO, MODEL_CARD, PLOTS_DIR / "importance.png", EVALUATION):
             mlflow.log_artifact(str(artifact))
         signature = infer_signature(sample, bundle.model.predict_proba(sample))
         mlflow.sklearn.log_model(
@@ -316,7 +330,8 @@ def train(params: DictConfig) -> dict:
     )
     size = save_model(bundle, MODEL_FILE)
     metrics["model"] = {"size_mb": round(size / 1e6, 2), "features": len(bundle.features)}
-    write_json(metrics, TRAIN_METRICS)
+    write_json(headline_metrics(metrics), TRAIN_METRICS, sort_keys=False)
+    write_json(metrics, EVALUATION)
     write_plots(data, test_proba, importance)
     info = {
         "target": bundle.target,
@@ -366,11 +381,11 @@ def main(argv: list[str] | None = None) -> int:
         "(params: target, model, features).",
     )
     parser.add_argument(
-        "--show", action="store_true", help=f"only print the test metrics of {TRAIN_METRICS}"
+        "--show", action="store_true", help=f"only print the test metrics of {EVALUATION}"
     )
     args = parser.parse_args(argv)
     if args.show:
-        print_test_metrics(read_json(TRAIN_METRICS))
+        print_test_metrics(read_json(EVALUATION))
         return 0
     configure_logging()
     print_test_metrics(train(load_params()))

@@ -365,7 +365,7 @@ def test_cli_ingests_the_real_2018_dump(cli_runs, raw_2018):
     chunks = {name.split("/")[2] for name in written if name.startswith("data/chunks/")}
     assert len(chunks) == math.ceil(ACCIDENTS_2018 / CHUNK_SIZE)
     tables = ["caracteristiques", "lieux", "vehicules", "usagers"]
-    assert set(written) == {"metrics/progress.json"} | {
+    assert set(written) == {"metrics/progress.json", "metrics/data.json"} | {
         f"data/chunks/{chunk}/{name}"
         for chunk in chunks
         for name in [*(f"{table}.parquet" for table in tables), "chunk.json"]

@@ -4,6 +4,7 @@ prediction form against a stand-in service on loopback (down, 401, success)."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from app import predict_client as support
 from app.local_service import free_port
+from app.schemas import PredictRequest
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "exp_show"
@@ -70,6 +72,15 @@ def test_not_a_repository_is_an_error_message(monkeypatch, tmp_path: Path) -> No
     assert "no DVC repository" in at.error[0].value
 
 
+def test_bar_chart_starts_at_zero(monkeypatch) -> None:
+    at = render(monkeypatch, FIXTURES / "success_failed.json")
+    specs = [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
+    bars = [spec for spec in specs if spec.get("mark", {}).get("type") == "bar"]
+    assert bars, f"no bar chart: {[i.value for i in at.info]} {[w.value for w in at.warning]}"
+    for spec in bars:
+        assert spec["encoding"]["y"]["scale"] == {"zero": True}
+
+
 def test_best_experiment_and_promote_command(monkeypatch) -> None:
     at = render(monkeypatch, FIXTURES / "success_failed.json")
     assert any("has the highest test.roc_auc" in s.value for s in at.success)
@@ -89,7 +100,9 @@ class FakeService(BaseHTTPRequestHandler):
         if self.headers.get("X-API-Key") != API_KEY:
             self._reply(401, {"detail": "invalid API key"})
         else:
-            self._reply(200, {"predictions": [{"label": "severe", "probability": 0.61}]})
+            probabilities = {"not_severe": 0.39, "severe": 0.61}  # the service's answer shape
+            prediction = {"record": 0, "label": "severe", "probabilities": probabilities}
+            self._reply(200, {"predictions": [prediction]})
 
     def _reply(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
@@ -128,7 +141,7 @@ def predict(monkeypatch, url: str, key: str | None) -> AppTest:
 
 def test_prediction_success(monkeypatch, service: str) -> None:
     at = predict(monkeypatch, service, API_KEY)
-    assert any(s.value == "Predicted: **severe**" for s in at.success)
+    assert any(s.value == "Predicted: **severe**, probability 61.0%" for s in at.success)
     request = FakeService.received[-1]
     assert request["path"] == "/predict"
     record = request["body"]["accidents"][0]
@@ -155,5 +168,17 @@ def test_build_record_follows_the_example_shape() -> None:
     record = support.build_record(example, values)
     assert record["hrmn"] == "22:45" and "hour" not in record and record["dep"] == "59"
     assert record["vehicules"] == [{"catv": 7, "num_veh": "A01"}, {"catv": 33, "num_veh": "B01"}]
-    record = support.build_record({}, values)
-    assert record["hour"] == 22 and record["vehicles"] == [{"catv": 7}, {"catv": 33}]
+    record = support.build_record(support.default_record(), values)
+    assert record["hrmn"] == "22:30" and record["vehicles"] == [{"catv": 7}, {"catv": 33}]
+    PredictRequest.model_validate({"accidents": [record]})  # raises if the service would 422
+
+
+def test_fallback_record_is_scored_by_the_real_service(monkeypatch, tmp_path, server, keys) -> None:
+    """Without app/examples/predict_request.json the form starts from ``default_record``: the
+    real service (the session ``server``) scores it, and the page shows the probability."""
+    monkeypatch.setattr(support, "EXAMPLE_REQUEST", tmp_path / "absent.json")
+    assert support.example_record() == support.default_record()
+    at = predict(monkeypatch, server.url, keys[0])
+    assert not at.error, [e.value for e in at.error]
+    shown = [s.value for s in at.success]
+    assert any(re.fullmatch(r"Predicted: \*\*\w+\*\*, probability \d+\.\d%", s) for s in shown)

@@ -52,8 +52,11 @@ def test_multiclass_metrics_and_one_curve_per_class():
     assert 0.6 < metrics["roc_auc"] <= 1.0 and 0 < metrics["f1_macro"] <= 1.0
     assert set(metrics["per_class"]) == set(labels)
     assert set(evaluate.roc_points(y, proba, classes, labels)["class"]) == set(labels)
-    confusion = evaluate.confusion_rows(y, proba, classes, labels)
-    assert len(confusion) == 3000 and set(confusion["actual"]) == set(labels)
+    confusion = evaluate.confusion_counts(y, proba, classes, labels)
+    assert len(confusion) == len(labels) ** 2 and confusion["count"].sum() == 3000
+    per_actual = confusion.groupby("actual")["count"].sum()
+    expected = {label: int((y == c).sum()) for c, label in zip(classes, labels, strict=True)}
+    assert per_actual.to_dict() == expected
 
 
 def test_auc_is_undefined_on_a_single_class():

@@ -87,6 +87,28 @@ def test_dashboard_renders_every_experiment(repo: Path, monkeypatch) -> None:
     assert not at.exception
 
 
+def test_restarted_page_reads_the_stored_answer(repo: Path, monkeypatch) -> None:
+    """A new server (empty memory cache) on an unchanged repository runs no ``dvc exp show``:
+    the answer of that repository state was kept on disk by the first page."""
+    import streamlit as st
+
+    monkeypatch.setenv("BAAC_DASHBOARD_REPO", str(repo))
+    monkeypatch.delenv("BAAC_DASHBOARD_EXP_SHOW", raising=False)
+    AppTest.from_file(str(DASHBOARD), default_timeout=120).run()
+    stored = list((repo / ".dvc" / "tmp" / "dashboard").glob("exp-show-*.json"))
+    assert [p.name for p in stored] == [f"exp-show-{ex.repo_state(repo)}.json"]
+    st.cache_data.clear()
+
+    def no_dvc(*args: object, **kwargs: object) -> list[dict]:
+        raise AssertionError("dvc exp show ran although the answer was stored")
+
+    monkeypatch.setattr(ex, "run_exp_show", no_dvc)
+    at = AppTest.from_file(str(DASHBOARD), default_timeout=120)
+    at.run()
+    assert not at.exception
+    assert set(EXPECTED) <= set(at.dataframe[0].value["experiment"])
+
+
 def test_review_reports_metric_deltas(repo: Path, tmp_path: Path) -> None:
     names = [WORKSPACE_EXPERIMENT[0], QUEUED_EXPERIMENTS[0][0]]
     done = subprocess.run(
@@ -102,7 +124,7 @@ def test_review_reports_metric_deltas(repo: Path, tmp_path: Path) -> None:
     report = report_path.read_text()
     assert done.stdout.strip() == report.strip()
     assert report.startswith(f"# Experiment review: {', '.join(names)} vs main")
-    assert "| experiment | state | test.roc_auc | test.pr_auc |" in report
+    assert "| experiment | state | test.roc_auc | test.f1_weighted |" in report
     baseline_line = next(line for line in report.splitlines() if "(baseline)" in line)
     assert "**main**" in baseline_line
     for name in names:
@@ -111,7 +133,7 @@ def test_review_reports_metric_deltas(repo: Path, tmp_path: Path) -> None:
         assert all("(+" in cell or "(-" in cell for cell in cells), line
     assert "| exp-trees10 | model.n_estimators | 20 | 10 |" in report
     assert "| exp-depth8 | model.max_depth | – | 8 |" in report
-    assert "## Data snapshot" in report and "rows.caracteristiques" in report
+    assert "## Data snapshot" in report and "chunks_ingested" in report
     for kind in ("roc", "pr", "importance"):
         image = f"review-main-vs-{'-'.join(names)}-{kind}.png"
         assert f"]({image})" in report
@@ -167,10 +189,15 @@ def test_browser_shows_table_and_comparison_chart(dashboard_url: str, tmp_path: 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 4200})
+            # 1,400 px: the experiments table must fit, headline metrics and changed params in
+            # view without horizontal scrolling (issue 11).
+            page = browser.new_page(viewport={"width": 1400, "height": 4200})
             page.goto(dashboard_url, wait_until="domcontentloaded")
             table = page.locator('[data-testid="stDataFrame"]').first
             table.wait_for(state="visible", timeout=120_000)
+            page.get_by_text(f"{len(EXPECTED) + 2} of").first.wait_for(timeout=60_000)
+            scroller = table.locator(".dvn-scroller").first
+            widths = scroller.evaluate("e => [e.scrollWidth, e.clientWidth]")
             page.get_by_text("Compare experiments").wait_for(timeout=60_000)
             chart = page.locator('[data-testid="stVegaLiteChart"]').first
             chart.wait_for(state="visible", timeout=60_000)
@@ -183,4 +210,5 @@ def test_browser_shows_table_and_comparison_chart(dashboard_url: str, tmp_path: 
         finally:
             browser.close()
     assert "Could not render" not in text
+    assert widths[0] <= widths[1] + 1, f"table scrolls horizontally: {widths}"
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000

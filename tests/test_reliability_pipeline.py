@@ -44,6 +44,7 @@ from pipeline.paths import (
     CLEAN_DIR,
     CLEAN_STATE,
     CLEAN_USERS,
+    DATA_SUMMARY,
     METRICS_DIR,
     PROGRESS_FILE,
     ROOT,
@@ -97,7 +98,7 @@ class Stage:
 
 STAGES = {
     "ingest-chunk": Stage(
-        "ingest-chunk", "pipeline.ingest", (CHUNKS_DIR, PROGRESS_FILE), CHUNKS_DIR
+        "ingest-chunk", "pipeline.ingest", (CHUNKS_DIR, PROGRESS_FILE, DATA_SUMMARY), CHUNKS_DIR
     ),
     "clean-scd2": Stage("clean-scd2", "pipeline.clean", (CLEAN_DIR,), CLEAN_DIR),
 }

@@ -1,7 +1,7 @@
 """The prediction service end to end: a real ``bentoml serve`` over loopback HTTP.
 
 The server (``tests/conftest.py``) is started once per session with its own BentoML home, into
-which the promoted model is imported (``tests/service_helpers.py``). A fresh clone has no
+which the promoted model is imported (``app/local_service.py``). A fresh clone has no
 promoted model: the small real pipeline is run first. In-process tests (``TestClient``) cover
 a user-level model served through ``BAAC_MODEL_TAG`` and the ``.env`` key set-up.
 """
