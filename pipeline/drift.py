@@ -162,7 +162,8 @@ def feature_drift(name: str, reference: pd.Series, current: pd.Series, kind: str
         return FeatureDrift(name, kind, test, None, None, test != "absent", **missing)
     test, value, drifted = _test(ref, cur, kind)
     threshold = DISTANCE_THRESHOLD if len(ref) > LARGE_REFERENCE else P_VALUE_THRESHOLD
-    return FeatureDrift(name, kind, test, round(value, 6), threshold, bool(drifted), **missing)
+    statistic = round(float(value), 6)
+    return FeatureDrift(name, kind, test, statistic, threshold, bool(drifted), **missing)
 
 
 def compare(

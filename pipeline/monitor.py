@@ -52,13 +52,17 @@ def _lines(directory: Path) -> Iterator[dict]:
                 yield json.loads(line)
 
 
-def read_rows(directory: Path, features: list[str], model_version: str | None) -> pd.DataFrame:
+def read_rows(
+    directory: Path, features: list[str], model_version: str | None, since: str | None = None
+) -> pd.DataFrame:
     """The logged rows (one per scored accident, or road user) of ``model_version`` (every
-    version when None): the model features, NaN where missing."""
+    version when None) logged at ``since`` or later (BentoML's ``timestamp``, ISO 8601 local
+    time): the model features, NaN where missing."""
     frames = [
         pd.DataFrame({name: line[name] for name in features}, dtype=float)
         for line in _lines(directory)
-        if model_version is None or line.get("model_version") == model_version
+        if (model_version is None or line.get("model_version") == model_version)
+        and (since is None or line["timestamp"] >= since)
     ]
     if not frames:
         return pd.DataFrame(columns=features, dtype=float)
@@ -82,13 +86,19 @@ def training_reference(metadata: dict) -> pd.DataFrame:
     return build_features(frame, metadata["feature_groups"])[metadata["features"]]
 
 
-def run(log_dir: Path, max_share: float, every_version: bool) -> int:
+def run(
+    log_dir: Path,
+    max_share: float,
+    every_version: bool = False,
+    since: str | None = None,
+    report_dir: Path = LIVE_DRIFT.parent,
+) -> int:
     metadata = read_json(PROMOTED_METADATA)
     if metadata is None:
         print(f"monitor: no promoted model ({PROMOTED_METADATA}): run `make promote`")
         return NO_DATA_EXIT
     version = None if every_version else metadata["version"]
-    live = read_rows(log_dir, metadata["features"], version)
+    live = read_rows(log_dir, metadata["features"], version, since)
     if live.empty:
         which = "any model" if version is None else f"model version {version}"
         print(f"monitor: no logged prediction of {which} in {log_dir}")
@@ -99,25 +109,27 @@ def run(log_dir: Path, max_share: float, every_version: bool) -> int:
         title=f"Live drift of the service log (model {metadata['version']})",
         reference_label=f"training rows of the promoted model {metadata['version']}",
         current_label=f"rows logged in {log_dir}"
-        + ("" if version is None else f" by model {version}"),
+        + ("" if version is None else f" by model {version}")
+        + ("" if since is None else f" since {since}"),
     )
-    write_text(drift.render_html(report), LIVE_DRIFT_REPORT)
+    html_path = report_dir / LIVE_DRIFT_REPORT.name
+    write_text(drift.render_html(report), html_path)
     summary = {
         "model_version": metadata["version"],
         "rows": report.current_rows,
         "share_drifted": report.share_drifted,
         "max_share_drifted": max_share,
         "drifted": report.drifted,
-        "report": str(LIVE_DRIFT_REPORT),
+        "report": str(html_path),
     }
-    write_json(summary, LIVE_DRIFT)
+    write_json(summary, report_dir / LIVE_DRIFT.name)
     verdict = "DRIFT" if report.share_drifted > max_share else "no drift"
     print(
         f"monitor: {verdict}: {len(report.drifted)} of {len(report.tested)} features drifted "
         f"(share {report.share_drifted}, limit {max_share}) over {report.current_rows} "
         f"logged rows: {', '.join(report.drifted) or 'none'}"
     )
-    print(f"monitor: report {LIVE_DRIFT_REPORT}")
+    print(f"monitor: report {html_path}")
     return 1 if report.share_drifted > max_share else 0
 
 
@@ -139,13 +151,19 @@ def main(argv: list[str] | None = None) -> int:
         help="every logged row, not only those of the promoted model",
     )
     parser.add_argument(
+        "--since", help="only rows logged at this ISO time or later (e.g. 2026-12-01T08:00)"
+    )
+    parser.add_argument(
+        "--report-dir", type=Path, default=LIVE_DRIFT.parent, help="default: %(default)s"
+    )
+    parser.add_argument(
         "--max-share", type=float, default=None, help="default: monitor.max_share_drifted"
     )
     args = parser.parse_args(argv)
     max_share = args.max_share
     if max_share is None:
         max_share = float(load_params().monitor.max_share_drifted)
-    return run(args.log_dir, max_share, args.all_versions)
+    return run(args.log_dir, max_share, args.all_versions, args.since, args.report_dir)
 
 
 if __name__ == "__main__":

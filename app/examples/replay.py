@@ -8,7 +8,8 @@ records from the chunk tables (``app/examples/make_example.py``) and posts them 
 (``BAAC_API_URL``, default http://127.0.0.1:3000, with ``X-API-Key: $API_KEY``) in requests of
 ``--batch`` accidents. ``--shift`` rewrites every accident before sending it: ``night`` (no
 street lighting, 23:30), ``rain`` (heavy rain, wet surface), ``rural`` (outside built-up
-areas); the service's log then drifts and ``make monitor`` says so.
+areas, on a departmental road at 80 km/h); the service's log then drifts and ``make monitor``
+says so.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ Record = dict[str, Any]
 SHIFTS: dict[str, Callable[[Record], None]] = {
     "night": lambda record: record.update(lum=3, hrmn="23:30"),
     "rain": lambda record: record.update(atm=3, surf=2),
-    "rural": lambda record: record.update(agg=1),
+    "rural": lambda record: record.update(agg=1, catr=3, vma=80),
 }
 TIMEOUT = 120
 
