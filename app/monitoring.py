@@ -72,7 +72,7 @@ handlers:
     encoding: utf-8
 formatters:
   bentoml_json:
-    class: pythonjsonlogger.jsonlogger.JsonFormatter
+    class: pythonjsonlogger.json.JsonFormatter
     format: "()"
     validate: false
 """
