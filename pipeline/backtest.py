@@ -44,7 +44,10 @@ FIGURES = ("roc_auc", "f1_weighted", "log_loss")
 def light_model(params: DictConfig) -> dict[str, Any]:
     """The configured model, with ``monitor.n_estimators`` trees for a forest (the stage
     refits once per chunk); other models as configured."""
-    settings = OmegaConf.to_container(params.model, resolve=True)
+    config = OmegaConf.to_container(params.model, resolve=True)
+    if not isinstance(config, dict):
+        raise SystemExit(f"params.yaml: model must be a mapping, not {config!r}")
+    settings = {str(key): value for key, value in config.items()}
     if "n_estimators" in settings:
         settings["n_estimators"] = int(params.monitor.n_estimators)
     return settings

@@ -92,7 +92,9 @@ def feature_kind(name: str) -> str:
     return "categorical" if feature_categories(name) is not None else "numerical"
 
 
-def _shares(reference: np.ndarray, current: np.ndarray, histogram: bool) -> tuple:
+def _shares(
+    reference: np.ndarray, current: np.ndarray, histogram: bool
+) -> tuple[np.ndarray, np.ndarray]:
     """Share of each side's rows per bin: Sturges bins of both sides for a many-valued
     numerical feature, else one bin per value (Evidently's ``get_binned_data``)."""
     if histogram:
@@ -102,11 +104,11 @@ def _shares(reference: np.ndarray, current: np.ndarray, histogram: bool) -> tupl
             np.histogram(current, edges)[0] / len(current),
         )
     values = np.union1d(reference, current)
-    ref_counts = np.searchsorted(values, reference)
-    cur_counts = np.searchsorted(values, current)
+    ref_bins = np.searchsorted(values, reference)  # the index of each row's value
+    cur_bins = np.searchsorted(values, current)
     return (
-        np.bincount(ref_counts, minlength=len(values)) / len(reference),
-        np.bincount(cur_counts, minlength=len(values)) / len(current),
+        np.bincount(ref_bins, minlength=len(values)) / len(reference),
+        np.bincount(cur_bins, minlength=len(values)) / len(current),
     )
 
 
@@ -181,10 +183,11 @@ def compare(
         feature_drift(name, reference[name], current[name], feature_kind(name))
         for name in reference.columns
     ]
-    target_drift, rates = None, (None, None)
+    target_drift, reference_rate, current_rate = None, None, None
     if target is not None:
         target_drift = feature_drift(TARGET, *target, "categorical")
-        rates = tuple(round(float(values.astype(float).mean()), 6) for values in target)
+        reference_rate = round(float(target[0].astype(float).mean()), 6)
+        current_rate = round(float(target[1].astype(float).mean()), 6)
     return DriftReport(
         title,
         reference_label,
@@ -193,7 +196,8 @@ def compare(
         len(current),
         features,
         target_drift,
-        *rates,
+        reference_rate,
+        current_rate,
     )
 
 
