@@ -147,3 +147,18 @@ sweep: ## queue a sweep (default: 6 forests on the full 2018 data), run WORKERS 
 	$(RUN) dvc exp run --queue $(SWEEP)
 	$(RUN) dvc queue start -j $(WORKERS)
 	@echo "follow with: dvc queue status; dvc exp show; make dashboard"
+
+# --- monitoring: drift, live log, retraining (issue 12; docs/monitoring.md) ----------------
+N ?= 500
+SHIFT ?=
+
+.PHONY: monitor replay retrain
+
+monitor: ## drift of the service's log vs the promoted model's training rows (exit 1: drift)
+	$(RUN) python -m pipeline.monitor
+
+replay: ## send N held-out test accidents to the service (SHIFT=night,rain,rural to shift them)
+	$(RUN) python -m app.examples.replay --split test --n $(N) $(if $(SHIFT),--shift $(SHIFT))
+
+retrain: ## next chunk: ingest, dvc exp run, promotion gate, what to commit
+	$(RUN) python -m pipeline.retrain

@@ -30,7 +30,7 @@ SETTINGS = (
     "BAAC_WORKERS",
     "BAAC_PROGRESS_PATH",
     "MAX_BODY_BYTES",
-    "PREDICTION_LOG_PATH",
+    "PREDICTION_LOG_DIR",
 )
 
 
@@ -54,7 +54,7 @@ def environment(home: Path, **settings: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in SETTINGS}
     env.update(
         BENTOML_HOME=str(home),
-        PREDICTION_LOG_PATH=str(home / "predictions.jsonl"),
+        PREDICTION_LOG_DIR=str(home / "monitoring"),
         BENTOML_DO_NOT_TRACK="True",
         DVC_NO_ANALYTICS="1",
         MLFLOW_DISABLE_TELEMETRY="true",
@@ -107,7 +107,14 @@ class Server:
     url: str
     stdout: Path
     stderr: Path
-    prediction_log: Path | None = None
+    prediction_log: Path | None = None  # the service's PREDICTION_LOG_DIR
+
+    def prediction_log_text(self) -> str:
+        """Every line of the prediction log (``app/monitoring.py``), rotated files included."""
+        from pipeline.monitor import log_files
+
+        assert self.prediction_log is not None
+        return "".join(path.read_text() for path in log_files(self.prediction_log))
 
     def logs(self) -> str:
         return self.stdout.read_text(errors="replace") + self.stderr.read_text(errors="replace")
@@ -159,10 +166,10 @@ def start_service(home: Path, workspace: Path, log_dir: Path, **settings: str) -
     """The service on the model imported into ``home``, serving the ingestion progress of
     ``workspace``, with its logs and prediction log in ``log_dir``; ``settings`` (``API_KEY``
     ...) go to its environment."""
-    prediction_log = log_dir / "predictions.jsonl"
+    prediction_log = log_dir / "monitoring"
     env = environment(
         home,
-        PREDICTION_LOG_PATH=str(prediction_log),
+        PREDICTION_LOG_DIR=str(prediction_log),
         BAAC_PROGRESS_PATH=str(workspace / "metrics" / "progress.json"),
         **settings,
     )

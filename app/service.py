@@ -12,7 +12,7 @@
 Settings (environment, or ``.env`` in the working directory; see ``.env.example``):
 ``API_KEY`` (required unless ``ALLOW_NO_AUTH=1``), ``BAAC_MODEL_TAG`` (default
 ``baac-severity:latest``), ``BAAC_WORKERS``, ``BAAC_PROGRESS_PATH``, ``MAX_BODY_BYTES``,
-``PREDICTION_LOG_PATH`` and friends (``app/prediction_log.py``), ``BAAC_ENV_FILE``.
+``PREDICTION_LOG_DIR`` and friends (``app/monitoring.py``), ``BAAC_ENV_FILE``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import os
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from starlette.routing import Route
 
 from app import auth, openapi, schemas
 from app.inference import MODEL_FILE, Batch, Predictor, settle_heap
-from app.prediction_log import PredictionLog
+from app.monitoring import PredictionMonitor
 from pipeline.model_store import (
     FeatureSchemaError,
     ModelVersionError,
@@ -161,7 +160,7 @@ class BAACSeverity:
         settle_heap()  # last: whatever start-up loaded stays out of garbage collection
         self.tag = str(self.model.tag)
         self.progress_path = PROGRESS_PATH
-        self.predictions = PredictionLog.from_env()
+        self.monitor = PredictionMonitor.from_env()
         routes.state.service = self
         log.info("serving %s (model version %s)", self.tag, self.predictor.version)
 
@@ -189,7 +188,7 @@ class BAACSeverity:
                 return invalid(request_id, [problem | {"message": message}])
         batch, probabilities = self.predictor.predict(records)
         response = self.respond(request_id, records, batch, probabilities)
-        self.record(request, response, len(records))
+        self.record(request, response)
         return response
 
     def respond(
@@ -229,22 +228,13 @@ class BAACSeverity:
             }
         )
 
-    def record(
-        self, request: PredictInput, response: schemas.PredictResponse, records: int
-    ) -> None:
-        """One prediction-log line: no input, only its hash."""
-        self.predictions.write(
-            {
-                "request_id": response.request_id,
-                "timestamp": datetime.now(UTC).isoformat(timespec="milliseconds"),
-                "model_version": response.model_version,
-                "records": records,
-                "predictions": len(response.predictions),
-                "latency_ms": round((time.perf_counter() - request._received) * 1000, 3),
-                "predicted_classes": [p.predicted_class for p in response.predictions],
-                "input_sha256": request._body_sha256,
-            }
-        )
+    def record(self, request: PredictInput, response: schemas.PredictResponse) -> None:
+        """One prediction-log line (``app/monitoring.py``): features and predictions."""
+        audit = {
+            "latency_ms": round((time.perf_counter() - request._received) * 1000, 3),
+            "input_sha256": request._body_sha256,
+        }
+        self.monitor.record(self.predictor, request.accidents, response, audit)
 
 
 # Outermost first: reject unauthenticated requests before reading any body.

@@ -356,7 +356,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             home,
             API_KEY=KEY,
             BAAC_WORKERS=str(args.workers),
-            PREDICTION_LOG_PATH=str(tmp_dir / "predictions.jsonl"),
+            PREDICTION_LOG_DIR=str(tmp_dir / "monitoring"),
         )
         print("starting the BentoML service and the Starlette baseline...", flush=True)
         server = start(env, tmp_dir / "bentoml")

@@ -5,8 +5,9 @@ time of each successive chunk.
     uv run python bench/stages.py --quick    # 2018 only, chunks of 2,000 (a smoke run)
 
 Runs in a temporary copy of the repository (real `dvc repro -s <stage>`), so the workspace
-outputs are untouched. Goals: the whole run in ≤ 90 s on 2 cores, and the clean-scd2 time of
-chunk 12 at most 1.5 x that of chunk 1.
+outputs are untouched. Goals: the whole run in ≤ 150 s on 2 cores (the monitoring stages
+out-of-time and drift ≤ 45 s of it, first run: every chunk is fitted), and the clean-scd2 time
+of chunk 12 at most 1.5 x that of chunk 1.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import yaml
 
 from pipeline.sandbox import env, make_pipeline_repo, write_params
 
-STAGES = ["ingest-chunk", "clean-scd2", "split", "train"]
+STAGES = ["ingest-chunk", "clean-scd2", "split", "train", "out-of-time", "drift"]
+MONITORING = ["out-of-time", "drift"]  # issue 12: together ≤ 45 s on 2 cores
 
 
 def timed(args: list[str], cwd: Path) -> tuple[float, float, str]:
@@ -80,7 +82,9 @@ def main() -> int:
         total_chunks = yaml.safe_load((repo / "metrics" / "progress.json").read_text())["chunks"][
             "total"
         ]
-        print(f"  total          {total:7.1f} s   (goal ≤ 90 s); model {size_mb:.1f} MB")
+        monitoring = sum(stages[stage][0] for stage in MONITORING)
+        print(f"  total          {total:7.1f} s   (goal ≤ 150 s); model {size_mb:.1f} MB")
+        print(f"  monitoring stages (out-of-time + drift): {monitoring:.1f} s (goal ≤ 45 s)")
         chunk_repo = make_pipeline_repo(Path(tmp) / "chunks", overrides)
         print("clean-scd2 per arriving chunk:")
         times, work = bench_chunks(chunk_repo, overrides, total_chunks)

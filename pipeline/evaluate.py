@@ -71,6 +71,23 @@ def classification_metrics(
     return {k: (_rounded(v) if not isinstance(v, dict | int) else v) for k, v in result.items()}
 
 
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
+    """ECE: the mean |observed rate - mean predicted probability| over ``bins`` equal-width
+    probability bins, weighted by the share of rows in each bin.
+
+    ``y`` holds 0/1 outcomes and ``p`` the predicted probability that ``y`` is 1 (for a
+    multiclass model: whether the top class was right, and its probability).
+    """
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    if len(y) == 0:
+        raise ValueError("expected_calibration_error: no rows")
+    # Bin i holds (i/bins, (i+1)/bins]; p = 0 goes to the first bin.
+    index = np.clip(np.ceil(p * bins).astype(int) - 1, 0, bins - 1)
+    count = np.bincount(index, minlength=bins)
+    gap = np.abs(np.bincount(index, y, bins) - np.bincount(index, p, bins))
+    return float(gap[count > 0].sum() / len(y))
+
+
 def _curve_targets(y_true: np.ndarray, classes: np.ndarray, labels: list[str]):
     """(label, is_positive, class column) pairs: the positive class only when binary."""
     if len(classes) == 2:

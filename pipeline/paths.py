@@ -31,3 +31,13 @@ MODEL_INFO = MODEL_DIR / "model_info.json"
 MODEL_CARD = MODEL_DIR / "model_card.md"
 EVALUATION = MODEL_DIR / "evaluation.json"  # every metric, per class and per year
 PARAMS_FILE = Path("params.yaml")
+# Monitoring (docs/monitoring.md): out-of-time evaluation, drift per chunk, live drift.
+MONITOR_DIR = PROCESSED_DIR / "monitor"
+BACKTEST_CACHE = MONITOR_DIR / "backtest_cache"
+OUT_OF_TIME_METRICS = METRICS_DIR / "out_of_time.json"
+OUT_OF_TIME_PLOT = PLOTS_DIR / "out_of_time.csv"
+DRIFT_METRICS = METRICS_DIR / "drift.json"
+DRIFT_PLOT = PLOTS_DIR / "drift_share.csv"
+DRIFT_REPORTS = REPORTS_DIR / "drift"
+LIVE_DRIFT = REPORTS_DIR / "live" / "drift.json"
+LIVE_DRIFT_REPORT = REPORTS_DIR / "live" / "drift.html"

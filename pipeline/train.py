@@ -64,6 +64,7 @@ class TrainingData:
     year: np.ndarray
     classes: np.ndarray
     labels: list[str]
+    chunk: np.ndarray  # arrival chunk of each row (of its accident for a user-level target)
 
     def part(self, name: str) -> tuple[pd.DataFrame, np.ndarray]:
         rows = self.split == name
@@ -81,7 +82,8 @@ def load_training_data(target: DictConfig, groups: list[str]) -> TrainingData:
         users = users[users["grav"].notna()].reset_index(drop=True)
         features = build_features(accidents, groups, USER, users)
         values = users["grav"].map(schema.GRAV_TO_SEVERITY).to_numpy(dtype=int)
-        frame = users
+        chunks = accidents.set_index(schema.KEY)["arrival_chunk"]
+        frame = users.assign(arrival_chunk=users[schema.KEY].map(chunks))
     elif target.unit == ACCIDENT:
         frame = _years_filter(accidents, target.get("years"))
         frame = frame[frame[target.name].notna()].reset_index(drop=True)
@@ -98,6 +100,7 @@ def load_training_data(target: DictConfig, groups: list[str]) -> TrainingData:
         frame["an"].to_numpy(dtype=int),
         classes,
         labels,
+        frame["arrival_chunk"].to_numpy(dtype=int),
     )
 
 

@@ -230,44 +230,46 @@ def test_progress_route_serves_the_ingestion_progress(client, workspace):
     assert response.json() == json.loads((workspace / "metrics" / "progress.json").read_text())
 
 
-def _log_lines(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines()]
+def _log_lines(server) -> list[dict]:
+    return [json.loads(line) for line in server.prediction_log_text().splitlines()]
 
 
-def test_prediction_log_has_one_line_per_request_and_no_input(client, server, example):
-    before = len(_log_lines(server.prediction_log))
-    bodies = []
+def test_prediction_log_has_one_line_per_request_with_features_and_no_input(
+    client, server, example
+):
+    """The log is BentoML's monitoring log (app/monitoring.py): one JSON line per request,
+    one list per model feature and per prediction column; no raw input, only its hash."""
+    bodies, responses = [], []
     for accidents in (example["accidents"][:1], example["accidents"][1:], example["accidents"]):
         bodies.append(json.dumps({"accidents": accidents}).encode())
         response = client.post("/predict", content=bodies[-1])
         assert response.status_code == 200
+        responses.append(response.json())
+    ids = [answer["request_id"] for answer in responses]
+
+    def ours() -> list[dict]:  # the log is written asynchronously, other tests' lines too
+        return [line for line in _log_lines(server) if line["response_id"] in ids]
+
     deadline = time.monotonic() + 10
-    while len(_log_lines(server.prediction_log)) < before + 3 and time.monotonic() < deadline:
+    while len(ours()) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
-    lines = _log_lines(server.prediction_log)[before:]
-    assert len(lines) == 3
+    lines = ours()
+    assert [line["response_id"] for line in lines] == ids  # one line each, in order
     assert [line["input_sha256"] for line in lines] == [
         hashlib.sha256(body).hexdigest() for body in bodies
     ]
-    expected = {
-        "request_id",
-        "timestamp",
-        "model_version",
-        "records",
-        "predictions",
-        "latency_ms",
-        "predicted_classes",
-        "input_sha256",
-    }
-    for line, accidents in zip(lines, (1, 3, 4), strict=True):
-        assert set(line) == expected
-        assert line["records"] == accidents == len(line["predicted_classes"])
+    model = client.get("/model").json()
+    for line, answer in zip(lines, responses, strict=True):
+        assert line["model_version"] == answer["model_version"]
         assert line["latency_ms"] > 0
-    text = server.prediction_log.read_text()
+        assert {"timestamp", "request_id", "trace_id"} <= set(line)  # added by BentoML
+        rows = len(answer["predictions"])
+        assert line["predicted_class"] == [p["predicted_class"] for p in answer["predictions"]]
+        for name in model["features"]:
+            assert len(line[name]) == rows
+        assert not {"accidents", "vehicles", "users", "num_acc"} & set(line)  # no raw input
+    text = server.prediction_log_text()
     assert not any(a["num_acc"] in text for a in example["accidents"])
-    assert "vehicles" not in text
 
 
 # --- start-up ---------------------------------------------------------------------------
@@ -377,7 +379,7 @@ def user_model_app(workspace, tmp_path_factory):
         BENTOML_DO_NOT_TRACK="True",
         BAAC_MODEL_TAG="baac-severity-user-test:latest",
         BAAC_ENV_FILE=str(env_file),
-        PREDICTION_LOG_PATH=str(files / "predictions.jsonl"),
+        PREDICTION_LOG_DIR=str(files / "monitoring"),
     )
     os.environ.pop("API_KEY", None)
     try:
@@ -444,4 +446,4 @@ def test_keys_never_appear_in_the_server_logs(server, client, keys):
     assert "401 GET /model: missing or invalid API key" in logs  # the log is captured
     assert "/predict" in logs
     assert not any(key in logs for key in keys)
-    assert not any(key in server.prediction_log.read_text() for key in keys)
+    assert not any(key in server.prediction_log_text() for key in keys)

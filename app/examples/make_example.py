@@ -37,10 +37,12 @@ def load_tables(chunks_dir: Path = ROOT / CHUNKS_DIR) -> dict[str, pd.DataFrame]
     }
 
 
-def sample_test_split(count: int, seed: int = 0, dataset: Path = ROOT / DATASET) -> list[str]:
-    """``count`` num_acc of the test split, drawn at random but reproducibly."""
+def sample_test_split(
+    count: int, seed: int = 0, dataset: Path = ROOT / DATASET, split: str = "test"
+) -> list[str]:
+    """``count`` num_acc of the ``split`` split, drawn at random but reproducibly."""
     frame = pd.read_parquet(dataset, columns=[KEY, "dataset_split"])
-    test = frame.loc[frame["dataset_split"] == "test", KEY]
+    test = frame.loc[frame["dataset_split"] == split, KEY]
     return test.sample(n=min(count, len(test)), random_state=seed).tolist()
 
 

@@ -1,0 +1,64 @@
+"""Live monitoring against the real service (the session's ``bentoml serve``): replayed
+held-out accidents feed the prediction log, and ``python -m pipeline.monitor`` exits 0 on
+them and 1 once the same accidents arrive shifted (night, rain, rural)."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+
+from app.examples.make_example import load_tables, request_records, sample_test_split
+from app.examples.replay import replay, shifted
+from pipeline import monitor
+from pipeline.params import load_params
+
+REPLAYED = 500
+
+
+def logged_rows(server, since: str) -> int:
+    features = json.loads(Path("models/metadata.json").read_text())["features"]
+    return len(monitor.read_rows(server.prediction_log, features, None, since))
+
+
+def replay_and_monitor(server, keys, records, tmp_path: Path, name: str) -> tuple[int, dict]:
+    """Send ``records``, wait until the log holds them, run the module's main on them."""
+    since = datetime.now().isoformat()  # the log's timestamps: BentoML's, local time
+    assert replay(records, server.url, keys[0], batch=50) == len(records)
+    deadline = time.monotonic() + 30
+    while logged_rows(server, since) < len(records) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert logged_rows(server, since) == len(records)
+    out = tmp_path / name
+    argv = ["--log-dir", str(server.prediction_log), "--since", since, "--report-dir", str(out)]
+    status = monitor.main(argv)
+    return status, json.loads((out / "drift.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def held_out(workspace) -> list[dict]:
+    """500 real test-split accidents of the served model's workspace, as request records."""
+    keys = sample_test_split(REPLAYED, dataset=workspace / "data/processed/dataset.parquet")
+    return request_records(load_tables(workspace / "data" / "chunks"), keys)
+
+
+def test_the_live_log_feeds_a_report_and_make_monitor_flags_shifted_traffic(
+    server, keys, workspace, held_out, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.chdir(workspace)  # the promoted model and its training data
+    limit = float(load_params().monitor.max_share_drifted)
+
+    status, clean = replay_and_monitor(server, keys, held_out, tmp_path, "clean")
+    printed = capsys.readouterr().out
+    assert clean["rows"] == REPLAYED
+    assert clean["share_drifted"] <= limit and status == 0, printed
+    assert f"report {tmp_path / 'clean' / 'drift.html'}" in printed
+    assert (tmp_path / "clean" / "drift.html").read_text().count("<tr") > 10
+
+    night_rain_rural = shifted([dict(r) for r in held_out], ["night", "rain", "rural"])
+    status, drifted = replay_and_monitor(server, keys, night_rain_rural, tmp_path, "shifted")
+    assert drifted["share_drifted"] > limit and status == 1
+    assert {"lum", "atm", "agg", "hour"} <= set(drifted["drifted"])
