@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 
 from pipeline.io import write_parquet
+from pipeline.sandbox import dvc, make_pipeline_repo
 from pipeline.schema import KEY
-from tests.pipeline_repo import dvc, file_digests, make_pipeline_repo
+from tests.helpers import file_digests
 
 CHUNK = 1000
 # A light model; the data are set up below, so the upstream stages do not run.
