@@ -105,8 +105,9 @@ api_dev: ## the prediction API, reloading on code changes
 bento: ## package the API and the promoted model into a bento (offline)
 	$(RUN) bentoml build .
 
-serve_requirements: ## regenerate requirements-serve.txt (the bento's pins) from uv.lock
-	$(UV) export --frozen --no-hashes --no-dev --no-emit-project -o requirements-serve.txt
+serve_requirements: ## regenerate requirements-serve.txt (the bento's pins: the serve group) from uv.lock
+	$(UV) export --frozen --no-hashes --only-group serve --prune bentoml --no-emit-project \
+		-o requirements-serve.txt
 
 bench_serve: ## benchmark the prediction API against a plain Starlette baseline
 	$(RUN) python bench/serve.py

@@ -561,7 +561,9 @@ def test_allow_no_auth_starts_and_warns(home, tmp_path):
     assert "WITHOUT authentication" in server.stderr.read_text()
 
 
-def test_bentoml_build_packages_code_requirements_and_model(home, workspace):
+@pytest.fixture(scope="module")
+def bento(home) -> Path:
+    """``bentoml build`` of the project, into the test's BentoML home."""
     result = subprocess.run(
         [sys.executable, "-m", "bentoml", "build", str(ROOT), "--output", "tag"],
         cwd=ROOT,
@@ -573,18 +575,75 @@ def test_bentoml_build_packages_code_requirements_and_model(home, workspace):
     assert result.returncode == 0, result.stderr
     tag = result.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     name, version = tag.split(":")
-    bento = home / "bentos" / name / version
+    return home / "bentos" / name / version
+
+
+def pinned(requirements: str) -> set[str]:
+    """The package names pinned (``name==version``) in a requirements file."""
+    return {
+        line.split("==")[0].strip().lower() for line in requirements.splitlines() if "==" in line
+    }
+
+
+def test_bento_packages_code_model_and_at_most_40_pinned_packages(bento):
     for file in ("src/app/service.py", "src/pipeline/features.py", "env/python/requirements.txt"):
         assert (bento / file).is_file(), file
-    assert "scikit-learn==" in (bento / "env/python/requirements.txt").read_text()
-    manifest = (bento / "bento.yaml").read_text()
-    assert "baac-severity:" in manifest
+    assert "baac-severity:" in (bento / "bento.yaml").read_text()
+    pins = pinned((bento / "env/python/requirements.txt").read_text())
+    assert {"bentoml", "scikit-learn", "pandas", "pydantic-settings"} <= pins
+    assert not pins & {"dvc", "mlflow", "streamlit", "hydra-core", "matplotlib", "pytest"}
+    assert len(pins) <= 40, sorted(pins)
+
+
+def uv_command() -> list[str]:
+    if shutil.which("uv"):
+        return ["uv"]
+    probe = subprocess.run(["python3", "-m", "uv", "--version"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("uv is not installed")
+    return ["python3", "-m", "uv"]
+
+
+def test_the_bento_serves_from_its_own_requirements_alone(
+    bento, home, client, keys, example, tmp_path
+):
+    """A fresh environment with only the bento's requirements (the serve group and BentoML)
+    serves the bento, outside the repository, with the same answers as the full environment."""
+    uv = uv_command()
+    venv = tmp_path / "venv"
+    subprocess.run([*uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    python = venv / "bin" / "python"
+    requirements = bento / "env" / "python" / "requirements.txt"
+    install = [*uv, "pip", "install", "-q", "--python", str(python), "-r", str(requirements)]
+    subprocess.run(install, check=True, timeout=300)
+    listed = subprocess.run(
+        [*uv, "pip", "freeze", "--python", str(python)], capture_output=True, text=True, check=True
+    ).stdout
+    assert not pinned(listed) & {"dvc", "mlflow", "streamlit", "hydra-core", "pytest"}
+    served = start(
+        environment(home, API_KEY=keys[0]),
+        tmp_path / "logs",
+        serve=(str(python), "-m", "bentoml", "serve", f"{bento.parent.name}:{bento.name}"),
+        cwd=tmp_path,
+    )
+    try:
+        answer = httpx.post(
+            f"{served.url}/predict", json=example, headers={"X-API-Key": keys[0]}, timeout=60
+        )
+    finally:
+        served.stop()
+    assert answer.status_code == 200, answer.text
+    expected = client.post("/predict", json=example).json()["predictions"]
+    assert [p["probabilities"] for p in answer.json()["predictions"]] == [
+        p["probabilities"] for p in expected
+    ]
 
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="uv not installed")
-def test_serving_requirements_match_the_lock():
+def test_serving_requirements_are_the_serve_group_of_the_lock():
+    export = ["uv", "export", "--frozen", "--no-hashes", "--no-emit-project"]
     exported = subprocess.run(
-        ["uv", "export", "--frozen", "--no-hashes", "--no-dev", "--no-emit-project"],
+        [*export, "--only-group", "serve", "--prune", "bentoml"],
         cwd=ROOT,
         capture_output=True,
         text=True,
