@@ -393,7 +393,15 @@ def show_prediction(kind: str, payload: Any) -> None:
         first = (payload.get("predictions") or [None])[0] if isinstance(payload, dict) else None
         label = first.get("label") if isinstance(first, dict) else None
         st.success(f"Predicted: **{label}**" if label else "Prediction")
-        st.json(payload)
+        explanation = first.get("explanation") if isinstance(first, dict) else None
+        if isinstance(explanation, dict) and explanation.get("contributions"):
+            st.markdown(
+                f"What moved the probability of **{explanation.get('label')}** most, from the "
+                f"model's base rate {explanation.get('bias', float('nan')):.3f} (other features: "
+                f"{explanation.get('rest', float('nan')):+.3f}):"
+            )
+            st.dataframe(pd.DataFrame(explanation["contributions"]), hide_index=True)
+        st.json(payload, expanded=False)
 
 
 # --- page ---------------------------------------------------------------------------------

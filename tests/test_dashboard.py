@@ -89,7 +89,16 @@ class FakeService(BaseHTTPRequestHandler):
         if self.headers.get("X-API-Key") != API_KEY:
             self._reply(401, {"detail": "invalid API key"})
         else:
-            self._reply(200, {"predictions": [{"label": "severe", "probability": 0.61}]})
+            prediction = {"label": "severe", "probabilities": {"severe": 0.61}}
+            if body.get("explain"):
+                contribution = {"feature": "vma", "baac": "lieux.vma", "value": 90.0}
+                prediction["explanation"] = {
+                    "label": "severe",
+                    "bias": 0.37,
+                    "contributions": [contribution | {"contribution": 0.2}],
+                    "rest": 0.04,
+                }
+            self._reply(200, {"predictions": [prediction]})
 
     def _reply(self, status: int, payload: dict) -> None:
         data = json.dumps(payload).encode()
@@ -135,6 +144,9 @@ def test_prediction_success(monkeypatch, service: str) -> None:
     assert {"lum", "agg", "int", "atm", "catr", "vma"} <= set(record)
     vehicles = record.get("vehicles") or record.get("vehicules")
     assert vehicles and all("catv" in v for v in vehicles)
+    assert request["body"]["explain"] is True
+    shown = at.dataframe[-1].value  # the last element of the page
+    assert list(shown["feature"]) == ["vma"] and list(shown["contribution"]) == [0.2]
 
 
 def test_prediction_wrong_key_says_401(monkeypatch, service: str) -> None:
