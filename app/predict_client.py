@@ -3,9 +3,8 @@
 ``POST $BAAC_API_URL/predict`` (default http://127.0.0.1:3000) with
 ``{"accidents": [record], "explain": true}`` and the ``X-API-Key: $API_KEY`` header. The
 record starts from the first accident of ``app/examples/predict_request.json`` when that file
-exists, so the form sends whatever shape
-the service documents; the form's fields (lum, agg, int, atm, catr, vma, hour, vehicle catv
-codes) are written into it.
+exists, so the form sends whatever shape the service documents; the form's fields (lum, agg,
+int, atm, catr, vma, hour, vehicle catv codes) are written into it.
 """
 
 from __future__ import annotations
