@@ -213,12 +213,11 @@ class BAACSeverity:
     def predict(self, requests: list[PredictInput]) -> list[schemas.PredictResponse | Response]:
         """Predicted class, label and class probabilities of each accident (of each road user
         for a user-level model), with the model version. Answers 422 naming the record and
-        field of an invalid input.
-
-        ``requests``: the requests of one adaptive batch (one request when batching is off).
-        Their records are scored together; every row's result is computed on its own (the
-        features of a record read only that record; the trees' leaf probabilities are added
-        row by row), so a request gets exactly what it would get alone."""
+        field of an invalid input."""
+        # ``requests``: the requests of one adaptive batch (one when batching is off). Their
+        # records are scored together, yet every row's result is computed on its own (the
+        # features of a record read only that record; the trees' leaf probabilities are added
+        # row by row), so a request gets exactly what it would get alone.
         answers: list[schemas.PredictResponse | Response | None] = [None] * len(requests)
         ids = [uuid.uuid4().hex for _ in requests]
         scored = []
