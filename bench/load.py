@@ -93,7 +93,8 @@ def client_loop(
     while time.monotonic() < deadline:
         kind = "batch" if every > 0 and n % every == 0 else "single"
         bodies_of_kind = corpus[kind]
-        seconds = send(client, bodies_of_kind[(n // every + index) % len(bodies_of_kind)])
+        step = n // every if every > 0 else n  # every <= 0: single accidents only
+        seconds = send(client, bodies_of_kind[(step + index) % len(bodies_of_kind)])
         if seconds is None:
             tally.errors[kind] += 1
             client = Client(url)  # a fresh connection after a failure
