@@ -25,9 +25,6 @@ try:
 except ImportError:  # Windows: no advisory locks; one worker per log file there
     fcntl = None
 
-DEFAULT_PATH = Path("logs/predictions.jsonl")
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-DEFAULT_BACKUPS = 5
 
 
 class SharedRotatingFileHandler(RotatingFileHandler):
@@ -66,9 +63,9 @@ class PredictionLog:
 
     def __init__(
         self,
-        path: str | Path = DEFAULT_PATH,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        backups: int = DEFAULT_BACKUPS,
+        path: str | Path,
+        max_bytes: int,
+        backups: int,
     ) -> None:
         self.path = Path(path)
         handler = SharedRotatingFileHandler(self.path, max_bytes, backups)
@@ -84,15 +81,6 @@ class PredictionLog:
         self.listener.start()
         self.closed = False
         atexit.register(self.close)
-
-    @classmethod
-    def from_env(cls) -> PredictionLog:
-        """Configured by PREDICTION_LOG_PATH, PREDICTION_LOG_MAX_BYTES, PREDICTION_LOG_BACKUPS."""
-        return cls(
-            os.environ.get("PREDICTION_LOG_PATH", str(DEFAULT_PATH)),
-            int(os.environ.get("PREDICTION_LOG_MAX_BYTES", DEFAULT_MAX_BYTES)),
-            int(os.environ.get("PREDICTION_LOG_BACKUPS", DEFAULT_BACKUPS)),
-        )
 
     def write(self, entry: dict[str, Any]) -> None:
         """Queue one line; returns at once (the listener thread does the I/O)."""
