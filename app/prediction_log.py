@@ -26,7 +26,6 @@ except ImportError:  # Windows: no advisory locks; one worker per log file there
     fcntl = None
 
 
-
 class SharedRotatingFileHandler(RotatingFileHandler):
     """A ``RotatingFileHandler`` that several processes can share (POSIX advisory lock)."""
 
