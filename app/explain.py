@@ -26,12 +26,6 @@ from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from pipeline import features
 
 
-def supports(model: Any) -> bool:
-    """A fitted single-output forest classifier (what ``TreeContributions`` explains)."""
-    forest = isinstance(model, RandomForestClassifier | ExtraTreesClassifier)
-    return forest and getattr(model, "n_outputs_", 0) == 1
-
-
 @dataclass(frozen=True)
 class Contributions:
     """``bias[k]`` + ``values[i, :, k].sum()`` = probability of class k for row i."""

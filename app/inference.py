@@ -219,7 +219,8 @@ class Predictor:
             log.warning("tree-by-tree prediction differs from sklearn's; using sklearn's")
             self.trees = None
         model = bundle.model
-        self.contributions = explain.TreeContributions(model) if explain.supports(model) else None
+        forest = TreeEnsemble.supports(model)
+        self.contributions = explain.TreeContributions(model) if forest else None
 
     @classmethod
     def from_directory(cls, directory: str | Path) -> Predictor:

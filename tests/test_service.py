@@ -364,12 +364,12 @@ def test_explanations_add_up_to_the_probability_in_baac_terms(client, example, m
 
 def test_tree_contributions_are_exact_for_every_class(workspace, tables, metadata):
     """bias + contributions = the forest's probability of every class, on 300 test rows."""
-    from app.explain import TreeContributions, supports
-    from app.inference import Predictor, to_tables
+    from app.explain import TreeContributions
+    from app.inference import Predictor, TreeEnsemble, to_tables
     from app.schemas import PredictRequest
 
     predictor = Predictor.from_directory(workspace / "models")
-    if not supports(predictor.bundle.model):
+    if not TreeEnsemble.supports(predictor.bundle.model):
         pytest.skip("the promoted model is not a forest")
     keys_ = sample_test_split(300, seed=9, dataset=workspace / DATASET)
     request = PredictRequest.model_validate({"accidents": request_records(tables, keys_)})
