@@ -99,7 +99,7 @@ features_doc: ## regenerate docs/FEATURES.md from pipeline/features.py
 # the environment or .env (see .env.example); BAAC_MODEL_TAG=<name:version> serves another.
 SERVICE ?= app.service:BAACSeverity
 
-.PHONY: serve api_dev bento serve_requirements bench_serve
+.PHONY: serve api_dev bento serve_requirements bench_serve bench_batching
 
 serve: ## prediction API on http://$(HOST):$(PORT) (promoted model; needs API_KEY)
 	$(RUN) bentoml serve $(SERVICE) --host $(HOST) --port $(PORT)
@@ -110,11 +110,15 @@ api_dev: ## the prediction API, reloading on code changes
 bento: ## package the API and the promoted model into a bento (offline)
 	$(RUN) bentoml build .
 
-serve_requirements: ## regenerate requirements-serve.txt (the bento's pins) from uv.lock
-	$(UV) export --frozen --no-hashes --no-dev --no-emit-project -o requirements-serve.txt
+serve_requirements: ## regenerate requirements-serve.txt (the bento's pins: the serve group) from uv.lock
+	$(UV) export --frozen --no-hashes --only-group serve --prune bentoml --no-emit-project \
+		-o requirements-serve.txt
 
 bench_serve: ## benchmark the prediction API against a plain Starlette baseline
 	$(RUN) python bench/serve.py
+
+bench_batching: ## adaptive batching against the unbatched service, 1 and 16 clients
+	$(RUN) python bench/load.py --compare --seconds 20
 
 # --- experiments: dashboard, review, sweep (issue 5; docs/experiments.md) ----------------
 DASHBOARD_PORT ?= 8501

@@ -1,10 +1,12 @@
 """Request guards of the prediction service, as ASGI middleware: API key, body size, media type.
 
-``APIKeyMiddleware`` lets a request through when its ``X-API-Key`` header equals one of the
-keys in ``API_KEY`` (comma-separated, so that a key can be rotated: add the new one, move the
-clients, remove the old one). The probes, ``/metrics``, the docs page ``/``, its assets and the
-OpenAPI document stay open; everything else, unknown paths included, answers 401 without a
-key. Keys are compared in constant time and never logged.
+``APIKeyMiddleware`` lets a request through when it carries one of the keys in ``API_KEY``
+(comma-separated, so that a key can be rotated: add the new one, move the clients, remove the
+old one), either in the ``X-API-Key`` header or as ``Authorization: Bearer <key>`` (what
+``bentoml.SyncHTTPClient(url, token=key)`` sends). The probes, ``/metrics``, the docs page
+``/``, its assets and the two API descriptions (``/docs.json``, ``/schema.json``) stay open;
+everything else, unknown paths included, answers 401 without a key. Keys are compared in
+constant time and never logged.
 
 ``BodyLimitMiddleware`` answers 413 to a body over ``MAX_BODY_BYTES`` before it is read: from
 its Content-Length, or while reading a streamed (chunked) body, so memory stays bounded.
@@ -19,10 +21,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
+
+from app.settings import ServiceSettings
 
 log = logging.getLogger("app.auth")
 
@@ -33,10 +36,13 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 API_KEY_HEADER = "X-API-Key"
-OPEN_PATHS = frozenset({"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs.json"})
+BEARER = b"bearer"
+# /schema.json is BentoML's own description of the APIs, which its HTTP clients fetch before
+# anything else: it says no more than /docs.json (docs/serving.md#authentication).
+OPEN_PATHS = frozenset(
+    {"/", "/healthz", "/livez", "/readyz", "/metrics", "/docs.json", "/schema.json"}
+)
 OPEN_PREFIXES = ("/static_content/", "/assets/")  # the docs page's scripts and styles
-TRUE = frozenset({"1", "true", "yes", "on"})
-DEFAULT_MAX_BODY_BYTES = 32 * 1024 * 1024  # a 10,000-accident request is about 11 MB
 NO_KEY = (
     "no API key configured: set API_KEY (comma-separated keys allowed) in the environment "
     "or in .env (see .env.example), or set ALLOW_NO_AUTH=1 to serve without authentication"
@@ -51,19 +57,9 @@ class ConfigurationError(RuntimeError):
     """The service must not start with this configuration."""
 
 
-def configured_keys(environ: Mapping[str, str] = os.environ) -> tuple[bytes, ...]:
-    """The accepted keys: ``API_KEY`` split on commas, blanks ignored."""
-    raw = environ.get("API_KEY", "")
-    return tuple(key.strip().encode() for key in raw.split(",") if key.strip())
-
-
-def auth_disabled(environ: Mapping[str, str] = os.environ) -> bool:
-    return environ.get("ALLOW_NO_AUTH", "").strip().lower() in TRUE
-
-
-def configuration_problem(environ: Mapping[str, str] = os.environ) -> str | None:
+def configuration_problem(settings: ServiceSettings) -> str | None:
     """Why the service must not start (no key and no explicit opt-out), or None."""
-    if configured_keys(environ) or auth_disabled(environ):
+    if settings.keys() or settings.allow_no_auth:
         return None
     return NO_KEY
 
@@ -100,15 +96,28 @@ async def send_json(
     await send({"type": "http.response.body", "body": body})
 
 
-class APIKeyMiddleware:
-    """401 for any non-open path without a valid ``X-API-Key``."""
+def offered_keys(scope: Scope) -> list[bytes]:
+    """The credentials a request offers: its ``X-API-Key`` and its ``Authorization: Bearer``
+    token (either may be absent)."""
+    offered = []
+    api_key = header(scope, API_KEY_HEADER.lower().encode())
+    if api_key is not None:
+        offered.append(api_key)
+    authorization = header(scope, b"authorization")
+    if authorization is not None:
+        scheme, _, token = authorization.strip().partition(b" ")
+        if scheme.lower() == BEARER and token.strip():
+            offered.append(token.strip())
+    return offered
 
-    def __init__(
-        self, app: ASGIApp, keys: Iterable[str] | None = None, allow_no_auth: bool | None = None
-    ) -> None:
+
+class APIKeyMiddleware:
+    """401 for any non-open path without a valid key (``X-API-Key`` or a Bearer token)."""
+
+    def __init__(self, app: ASGIApp, keys: Iterable[bytes], allow_no_auth: bool = False) -> None:
         self.app = app
-        self.keys = configured_keys() if keys is None else tuple(k.encode() for k in keys)
-        self.disabled = auth_disabled() if allow_no_auth is None else allow_no_auth
+        self.keys = tuple(keys)
+        self.disabled = allow_no_auth
         if not self.keys and not self.disabled:
             # Fail closed even where the start-up check did not run (e.g. an embedded app).
             raise ConfigurationError(NO_KEY)
@@ -116,8 +125,12 @@ class APIKeyMiddleware:
             log.warning(NO_AUTH_WARNING)
 
     def authorised(self, scope: Scope) -> bool:
-        candidate = header(scope, API_KEY_HEADER.lower().encode())
-        return candidate is not None and key_matches(candidate, self.keys)
+        # Every offered credential is compared, so the time taken does not tell which one
+        # nearly matched.
+        matched = False
+        for candidate in offered_keys(scope):
+            matched |= key_matches(candidate, self.keys)
+        return matched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or self.disabled or is_open(scope["path"]):
@@ -131,7 +144,7 @@ class APIKeyMiddleware:
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
-        challenge = f'ApiKey header="{API_KEY_HEADER}"'.encode()
+        challenge = f'ApiKey header="{API_KEY_HEADER}", Bearer'.encode()
         await send_json(
             send,
             401,
@@ -140,16 +153,12 @@ class APIKeyMiddleware:
         )
 
 
-def max_body_bytes(environ: Mapping[str, str] = os.environ) -> int:
-    return int(environ.get("MAX_BODY_BYTES", DEFAULT_MAX_BODY_BYTES))
-
-
 class BodyLimitMiddleware:
     """413 for a request body over ``max_bytes``, checked before the body is read."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int | None = None) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
-        self.max_bytes = max_body_bytes() if max_bytes is None else max_bytes
+        self.max_bytes = max_bytes
 
     async def too_large(self, send: Send) -> None:
         await send_json(send, 413, {"error": "request body too large", "max_bytes": self.max_bytes})

@@ -438,6 +438,14 @@ def show_prediction(kind: str, payload: Any) -> None:
             st.caption(" · ".join(f"{k} {v:.1%}" for k, v in probabilities.items()))
         else:
             st.success(f"Predicted: **{label}**" if label else "Prediction")
+        explanation = first.get("explanation")
+        if isinstance(explanation, dict) and explanation.get("contributions"):
+            st.markdown(
+                f"What moved the probability of **{explanation.get('label')}** most, from the "
+                f"model's base rate {explanation.get('bias', float('nan')):.3f} (other features: "
+                f"{explanation.get('rest', float('nan')):+.3f}):"
+            )
+            st.dataframe(pd.DataFrame(explanation["contributions"]), hide_index=True)
         with st.expander("Service answer (JSON)"):
             st.json(payload)
 

@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
-from app.schemas import PredictRequest
+from app import explain
+from app.schemas import TOP_CONTRIBUTIONS, PredictRequest
 from pipeline import entities, features, schema
 from pipeline.model_store import ModelBundle, load_model
 
@@ -217,6 +218,9 @@ class Predictor:
         if self.trees is not None and not self._trees_match_sklearn():
             log.warning("tree-by-tree prediction differs from sklearn's; using sklearn's")
             self.trees = None
+        model = bundle.model
+        forest = TreeEnsemble.supports(model)
+        self.contributions = explain.TreeContributions(model) if forest else None
 
     @classmethod
     def from_directory(cls, directory: str | Path) -> Predictor:
@@ -248,6 +252,28 @@ class Predictor:
         if self.trees is None:
             return self.bundle.predict_proba(matrix)
         return self.trees.predict_proba(matrix[self.bundle.features].to_numpy(dtype=np.float32))
+
+    def explain(
+        self, matrix: pd.DataFrame, probabilities: np.ndarray, wanted: np.ndarray
+    ) -> list[dict[str, Any] | None]:
+        """Per row of ``matrix``: where ``wanted``, the top contributions to its predicted
+        class (``app.explain``); None elsewhere, and for a model that is not a forest."""
+        explanations: list[dict[str, Any] | None] = [None] * len(wanted)
+        rows = np.flatnonzero(wanted)
+        if self.contributions is None or len(rows) == 0:
+            return explanations
+        values = matrix[self.bundle.features].to_numpy(dtype=np.float64)[rows]
+        found = explain.top(
+            self.contributions(values.astype(np.float32)),
+            values,
+            list(self.bundle.features),
+            probabilities[rows].argmax(axis=1),
+            self.labels,
+            TOP_CONTRIBUTIONS,
+        )
+        for row, explanation in zip(rows.tolist(), found, strict=True):
+            explanations[row] = explanation
+        return explanations
 
     def warm_up(self) -> None:
         """One prediction at start-up, so that the first client does not pay for lazy imports

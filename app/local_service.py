@@ -31,6 +31,12 @@ SETTINGS = (
     "BAAC_PROGRESS_PATH",
     "MAX_BODY_BYTES",
     "PREDICTION_LOG_DIR",
+    "PREDICTION_LOG_MAX_BYTES",
+    "PREDICTION_LOG_BACKUPS",
+    "BAAC_BATCHING",
+    "BAAC_MAX_BATCH_SIZE",
+    "BAAC_MAX_LATENCY_MS",
+    "BAAC_MAX_CONCURRENCY",
 )
 
 
@@ -111,7 +117,7 @@ class Server:
 
     def prediction_log_text(self) -> str:
         """Every line of the prediction log (``app/monitoring.py``), rotated files included."""
-        from pipeline.monitor import log_files
+        from pipeline.prediction_log import log_files
 
         assert self.prediction_log is not None
         return "".join(path.read_text() for path in log_files(self.prediction_log))
@@ -123,15 +129,21 @@ class Server:
         stop_process(self.process)
 
 
-def start(env: dict[str, str], log_dir: Path, timeout: float = 180) -> Server:
-    """``bentoml serve`` on a free loopback port; returns once ``/readyz`` answers 200."""
+def start(
+    env: dict[str, str],
+    log_dir: Path,
+    timeout: float = 180,
+    serve: tuple[str, ...] = (sys.executable, "-m", "bentoml", "serve", SERVICE),
+    cwd: Path = ROOT,
+) -> Server:
+    """``bentoml serve`` (``serve``: the command, by default this Python serving the project's
+    service) on a free loopback port; returns once ``/readyz`` answers 200."""
     port = free_port()
     log_dir.mkdir(parents=True, exist_ok=True)
     stdout, stderr = log_dir / f"serve-{port}.out", log_dir / f"serve-{port}.err"
-    command = [sys.executable, "-m", "bentoml", "serve", SERVICE]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
+    command = [*serve, "--host", "127.0.0.1", "--port", str(port)]
     with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=out, stderr=err)
+        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=err)
     server = Server(process, f"http://127.0.0.1:{port}", stdout, stderr)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

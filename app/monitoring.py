@@ -16,30 +16,28 @@ is used here to rotate by size instead, keeping ``PREDICTION_LOG_BACKUPS`` files
 never split across files. The exporter writes in the calling thread; a single background thread
 does it here, so a request never waits for the disk.
 
-Settings: ``PREDICTION_LOG_DIR`` (default ``logs/monitoring``), ``PREDICTION_LOG_MAX_BYTES``,
-``PREDICTION_LOG_BACKUPS``.
+Settings (``app/settings.py``): ``PREDICTION_LOG_DIR`` (default ``logs/monitoring``),
+``PREDICTION_LOG_MAX_BYTES``, ``PREDICTION_LOG_BACKUPS``.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
-import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import bentoml
 import numpy as np
+import pandas as pd
 
-from app.inference import Predictor, to_tables
+from app.inference import Predictor
 from app.schemas import PredictResponse
 from pipeline.io import write_text
-from pipeline.monitor import DEFAULT_LOG_DIR, MONITOR_NAME, PREDICTED_CLASS, probability_column
+from pipeline.prediction_log import MONITOR_NAME, PREDICTED_CLASS, probability_column
 
 log = logging.getLogger("app.monitoring")
-DEFAULT_MAX_BYTES = 10 * 1024 * 1024
-DEFAULT_BACKUPS = 5
 # BentoML's default logging configuration with a size-rotated data file; BentoML fills in the
 # {schema_filename} and {data_filename} fields.
 LOGGING_CONFIG = """version: 1
@@ -95,9 +93,9 @@ class PredictionMonitor:
 
     def __init__(
         self,
-        directory: str | Path = DEFAULT_LOG_DIR,
-        max_bytes: int = DEFAULT_MAX_BYTES,
-        backups: int = DEFAULT_BACKUPS,
+        directory: str | Path,
+        max_bytes: int,
+        backups: int,
     ) -> None:
         self.directory = Path(directory)
         config = self.directory / "logging.yaml"
@@ -106,26 +104,18 @@ class PredictionMonitor:
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="prediction-monitor")
         atexit.register(self.close)
 
-    @classmethod
-    def from_env(cls) -> PredictionMonitor:
-        return cls(
-            os.environ.get("PREDICTION_LOG_DIR", str(DEFAULT_LOG_DIR)),
-            int(os.environ.get("PREDICTION_LOG_MAX_BYTES", DEFAULT_MAX_BYTES)),
-            int(os.environ.get("PREDICTION_LOG_BACKUPS", DEFAULT_BACKUPS)),
-        )
-
-    def record(self, predictor: Predictor, records: list[Any], response: PredictResponse,
+    def record(self, predictor: Predictor, features: pd.DataFrame, response: PredictResponse,
                audit: dict[str, Any]) -> None:  # fmt: skip
-        """Queue the log line of one answered request; returns at once. The features are
-        rebuilt in the writer thread from the validated records, with the same code that
-        scored them (``Predictor.features``), so the request path is unchanged. ``audit``:
-        ``latency_ms`` and ``input_sha256`` (the hash of the body, as before)."""
-        job = self.writer.submit(self._export, predictor, records, response, audit)
+        """Queue the log line of one answered request; returns at once. ``features``: the
+        request's rows of the matrix that was scored (never modified afterwards), so the log
+        holds exactly what the model saw. ``audit``: ``latency_ms`` and ``input_sha256`` (the
+        hash of the body)."""
+        job = self.writer.submit(self._export, predictor, features, response, audit)
         job.add_done_callback(_report_failure)
 
-    def _export(self, predictor: Predictor, records: list[Any], response: PredictResponse,
+    def _export(self, predictor: Predictor, features: pd.DataFrame, response: PredictResponse,
                 audit: dict[str, Any]) -> None:  # fmt: skip
-        features = predictor.features(to_tables(records))[predictor.bundle.features]
+        features = features[predictor.bundle.features]
         matrix = features.to_numpy(dtype=float)
         rows = response.predictions
         with bentoml.monitor(MONITOR_NAME, "default", self.options) as line:

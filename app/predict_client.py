@@ -1,11 +1,11 @@
 """The dashboard's client of the prediction service (``app/service.py``, BentoML).
 
-``POST $BAAC_API_URL/predict`` (default http://127.0.0.1:3000) with ``{"accidents": [record]}``
-and the ``X-API-Key: $API_KEY`` header. The record starts from the first accident of
-``app/examples/predict_request.json`` when that file exists, so the form sends whatever shape
-the service documents, else from ``default_record``, built from the request schema so that the
-service accepts it; the form's fields (lum, agg, int, atm, catr, vma, hour, vehicle catv codes)
-are written into it.
+``POST $BAAC_API_URL/predict`` (default http://127.0.0.1:3000) with
+``{"accidents": [record], "explain": true}`` and the ``X-API-Key: $API_KEY`` header. The
+record starts from the first accident of ``app/examples/predict_request.json`` when that file
+exists, so the form sends whatever shape the service documents, else from ``default_record``,
+built from the request schema so that the service accepts it; the form's fields (lum, agg, int,
+atm, catr, vma, hour, vehicle catv codes) are written into it.
 """
 
 from __future__ import annotations
@@ -116,7 +116,10 @@ def call_service(record: dict[str, Any]) -> tuple[str, Any]:
     key = os.environ.get(API_KEY_ENV, "").split(",")[0].strip()
     try:
         response = requests.post(
-            url, json={"accidents": [record]}, headers={"X-API-Key": key}, timeout=TIMEOUT
+            url,
+            json={"accidents": [record], "explain": True},  # the page shows the reasons
+            headers={"X-API-Key": key},
+            timeout=TIMEOUT,
         )
     except requests.RequestException as exc:
         return "down", f"{url}: {type(exc).__name__}"

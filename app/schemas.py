@@ -48,6 +48,7 @@ MAX_RECORDS = 10_000  # accidents per request (road users per request for user-l
 MAX_VEHICLES = 100  # per accident; the BAAC maximum is 13
 MAX_USERS = 250  # per accident; the BAAC maximum is 56
 MAX_ERRORS = 50  # validation errors listed in a 422 answer
+TOP_CONTRIBUTIONS = 5  # features listed per prediction when a request asks for explanations
 
 NOT_FILLED = (-1, 0)  # BAAC "not filled in" markers (-1 since 2019, 0 before): read as missing
 # Nomenclatures that ONISR extends over the years: unknown codes become missing (see above).
@@ -221,6 +222,10 @@ class PredictRequest(BaseModel):
     model_config = STRICT
 
     accidents: Annotated[list[AccidentRecord], Field(min_length=1, max_length=MAX_RECORDS)]
+    explain: bool = Field(
+        default=False,
+        description=f"add the {TOP_CONTRIBUTIONS} features that moved each probability most",
+    )
 
     # Set by the service when parsing the HTTP request: the validation problems of an invalid
     # body (answered with 422), the SHA-256 of the raw body and its arrival time (perf_counter)
@@ -228,6 +233,25 @@ class PredictRequest(BaseModel):
     _problems: list[dict[str, Any]] | None = PrivateAttr(default=None)
     _body_sha256: str = PrivateAttr(default="")
     _received: float = PrivateAttr(default=0.0)
+
+
+class Contribution(BaseModel):
+    feature: str = Field(description="model feature (docs/FEATURES.md)")
+    baac: str = Field(description="the BAAC fields it is computed from")
+    value: float | None = Field(description="its value for this record (null: missing)")
+    contribution: float = Field(
+        description="how much it moved the probability of the predicted class, from the bias"
+    )
+
+
+class Explanation(BaseModel):
+    """Tree-path contributions (app/explain.py): bias + the contributions of every feature
+    = the probability of ``label``; ``rest`` sums the features not listed."""
+
+    label: str = Field(description="the class explained: the predicted one")
+    bias: float = Field(description="the forest's average probability of the class")
+    contributions: list[Contribution] = Field(description="largest first (absolute value)")
+    rest: float = Field(description="sum of the contributions of the other features")
 
 
 class Prediction(BaseModel):
@@ -241,6 +265,9 @@ class Prediction(BaseModel):
     label: str = Field(description="name of the predicted class")
     probabilities: dict[str, float] = Field(description="probability of each class, by name")
     model_version: str
+    explanation: Explanation | None = Field(
+        default=None, description='with "explain": true: why this probability'
+    )
 
 
 class PredictResponse(BaseModel):

@@ -4,15 +4,15 @@
 
 - ``POST /predict``: ``{"accidents": [...]}``, 1 to 10,000 accidents in BAAC terms
   (``app/schemas.py``); per accident (per road user for a user-level model) the predicted
-  class, its label, the probability of each class and the model version.
+  class, its label, the probability of each class and the model version; with
+  ``"explain": true``, the five features that moved the probability most (``app/explain.py``).
+  Concurrent requests are scored together (BentoML's adaptive batching).
 - ``GET /model``: the promoted model's metadata; ``GET /data/progress``: ingestion progress.
 - BentoML's ``/healthz``, ``/livez``, ``/readyz``, ``/metrics``, the docs page ``/`` and the
-  OpenAPI document ``/docs.json`` need no key; every other route needs ``X-API-Key``.
+  API descriptions ``/docs.json`` and ``/schema.json`` need no key; every other route needs
+  ``X-API-Key: <key>`` or ``Authorization: Bearer <key>``.
 
-Settings (environment, or ``.env`` in the working directory; see ``.env.example``):
-``API_KEY`` (required unless ``ALLOW_NO_AUTH=1``), ``BAAC_MODEL_TAG`` (default
-``baac-severity:latest``), ``BAAC_WORKERS``, ``BAAC_PROGRESS_PATH``, ``MAX_BODY_BYTES``,
-``PREDICTION_LOG_DIR`` and friends (``app/monitoring.py``), ``BAAC_ENV_FILE``.
+Settings: ``app/settings.py`` (environment, or ``.env``; see ``.env.example``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import sys
 import time
 import uuid
@@ -30,14 +29,14 @@ from typing import Any
 import anyio.to_thread
 import bentoml
 import numpy as np
-from dotenv import load_dotenv
+import pandas as pd
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from app import auth, openapi, schemas
-from app.inference import MODEL_FILE, Batch, Predictor, settle_heap
+from app import auth, openapi, schemas, settings
+from app.inference import MODEL_FILE, Predictor, settle_heap, to_tables
 from app.monitoring import PredictionMonitor
 from pipeline.model_store import (
     FeatureSchemaError,
@@ -46,23 +45,26 @@ from pipeline.model_store import (
     load_model,
 )
 
-# Settings are read at import: the model tag is part of the class definition below.
-load_dotenv(os.environ.get("BAAC_ENV_FILE", ".env"), override=False)
-MODEL_TAG = os.environ.get("BAAC_MODEL_TAG", "baac-severity:latest")
-WORKERS = int(os.environ.get("BAAC_WORKERS", "1"))
-PROGRESS_PATH = Path(os.environ.get("BAAC_PROGRESS_PATH", "metrics/progress.json"))
+# Settings are read at import: the model tag and the batching are part of the class below.
+try:
+    SETTINGS = settings.load()
+except settings.SettingsError as error:
+    raise SystemExit(f"baac-severity: refusing to start: {error}") from None
+MODEL_TAG = SETTINGS.baac_model_tag
 OFF_LOOP_BYTES = 64 * 1024  # bodies above this are parsed in a worker thread
 log = logging.getLogger("app.service")
 API_DESCRIPTION = """Predicts how severe French road accidents are, from BAAC records
 (see docs/serving.md).
 
 **Authentication**: every route except the probes (`/healthz`, `/livez`, `/readyz`),
-`/metrics` and this documentation needs an `X-API-Key` header: click **Authorize** and enter
-your key.
+`/metrics` and this documentation needs your key, as an `X-API-Key` header or as
+`Authorization: Bearer <key>`: click **Authorize** and enter it in either.
 
 `POST /predict` takes 1 to 10,000 accidents; `GET /model` describes the served model and
-`GET /data/progress` the ingestion progress. Invalid input gets a 422 naming the record index
-and the field; a body over the size limit a 413."""
+`GET /data/progress` the ingestion progress. `"explain": true` adds the five features that
+moved each probability most. Invalid input gets a 422 naming the record index and the field;
+a body over the size limit a 413; an overloaded service answers 503 or 429 at once (retry
+later) rather than queueing without bound."""
 
 
 class PredictInput(bentoml.IODescriptor, schemas.PredictRequest):
@@ -81,9 +83,14 @@ class PredictInput(bentoml.IODescriptor, schemas.PredictRequest):
         return parsed
 
     @classmethod
-    async def from_http_request(cls, request: Any, serde: Any) -> PredictInput:
+    async def from_http_request(  # type: ignore[override]
+        cls, request: Any, serde: Any
+    ) -> list[PredictInput]:
         """The body is read as JSON (``auth.JSONBodyMiddleware`` has answered 415 to any other
-        declared type), not through BentoML's serde, which picks a parser from the header."""
+        declared type), not through BentoML's serde, which picks a parser from the header.
+
+        A list of one: each HTTP request is one item of an adaptive batch, however many
+        accidents it holds, so BentoML never splits a request across batches."""
         received = time.perf_counter()
         body = await request.body()
         if len(body) > OFF_LOOP_BYTES:
@@ -93,7 +100,21 @@ class PredictInput(bentoml.IODescriptor, schemas.PredictRequest):
         else:
             parsed = cls.parse(body)
         parsed._received = received
-        return parsed
+        return [parsed]
+
+
+PredictInput.__root_input__ = True  # the body is the whole input, as BentoML's own root inputs
+
+
+class PredictOutput(bentoml.IODescriptor, schemas.PredictResponse):
+    """The answer to one request of a batch."""
+
+    @classmethod
+    async def to_http_response(cls, obj: Any, serde: Any) -> Response:
+        (answer,) = obj  # BentoML hands each request its slice of the batch: a list of one
+        if isinstance(answer, Response):
+            return answer
+        return await super().to_http_response(answer, serde)
 
 
 def invalid(request_id: str, problems: list[dict[str, Any]]) -> JSONResponse:
@@ -121,7 +142,13 @@ routes = Starlette(
 )
 
 
-@bentoml.service(name="baac_severity", workers=WORKERS, traffic={"timeout": 120})
+@bentoml.service(
+    name="baac_severity",
+    workers=SETTINGS.baac_workers,
+    # Beyond max_concurrency requests in flight, BentoML answers 429 at once instead of
+    # queueing; the batch queue answers 503 to a request it cannot start within max_latency.
+    traffic={"timeout": 120, "max_concurrency": SETTINGS.baac_max_concurrency},
+)
 @bentoml.asgi_app(routes, path="/")
 class BAACSeverity:
     """Predicts how severe French road accidents are, from the BAAC open data."""
@@ -131,11 +158,11 @@ class BAACSeverity:
     @bentoml.on_deployment
     def refuse_to_start_without_key() -> None:
         """Runs once in the ``bentoml serve`` process, before any worker starts."""
-        problem = auth.configuration_problem()
+        problem = auth.configuration_problem(SETTINGS)
         if problem is not None:
             print(f"baac-severity: refusing to start: {problem}", file=sys.stderr)
             raise SystemExit(2)
-        if auth.auth_disabled():
+        if SETTINGS.allow_no_auth:
             print(f"baac-severity: {auth.NO_AUTH_WARNING}", file=sys.stderr)
 
     @bentoml.on_deployment
@@ -159,8 +186,12 @@ class BAACSeverity:
         self.predictor.warm_up()
         settle_heap()  # last: whatever start-up loaded stays out of garbage collection
         self.tag = str(self.model.tag)
-        self.progress_path = PROGRESS_PATH
-        self.monitor = PredictionMonitor.from_env()
+        self.progress_path = SETTINGS.baac_progress_path
+        self.monitor = PredictionMonitor(
+            SETTINGS.prediction_log_dir,
+            SETTINGS.prediction_log_max_bytes,
+            SETTINGS.prediction_log_backups,
+        )
         routes.state.service = self
         log.info("serving %s (model version %s)", self.tag, self.predictor.version)
 
@@ -171,52 +202,103 @@ class BAACSeverity:
             "request_fields": schemas.fields_reference(),
         }
 
-    @bentoml.api(route="/predict")
-    def predict(self, request: PredictInput, /) -> schemas.PredictResponse:
+    @bentoml.api(
+        route="/predict",
+        input_spec=PredictInput,
+        output_spec=PredictOutput,
+        batchable=SETTINGS.baac_batching,
+        max_batch_size=SETTINGS.baac_max_batch_size,
+        max_latency_ms=SETTINGS.baac_max_latency_ms,
+    )
+    def predict(self, requests: list[PredictInput]) -> list[schemas.PredictResponse | Response]:
         """Predicted class, label and class probabilities of each accident (of each road user
         for a user-level model), with the model version. Answers 422 naming the record and
         field of an invalid input."""
-        request_id = uuid.uuid4().hex
-        if request._problems is not None:
-            return invalid(request_id, request._problems)
-        records = request.accidents
+        # ``requests``: the requests of one adaptive batch (one when batching is off). Their
+        # records are scored together, yet every row's result is computed on its own (the
+        # features of a record read only that record; the trees' leaf probabilities are added
+        # row by row), so a request gets exactly what it would get alone.
+        answers: list[schemas.PredictResponse | Response | None] = [None] * len(requests)
+        ids = [uuid.uuid4().hex for _ in requests]
+        scored = []
+        for index, request in enumerate(requests):
+            problems = request._problems or self.too_many_users(request.accidents)
+            if problems:
+                answers[index] = invalid(ids[index], problems)
+            else:
+                scored.append(index)
+        records = [record for i in scored for record in requests[i].accidents]
+        if not records:
+            return answers  # type: ignore[return-value]
+        batch = to_tables(records)
+        matrix = self.predictor.features(batch)
+        probabilities = self.predictor.predict_proba(matrix)
         if self.predictor.unit == "user":
-            count = sum(len(record["users"]) for record in records)
-            if count > schemas.MAX_RECORDS:
-                problem = {"record": None, "field": "accidents", "type": "too_long"}
-                message = f"{count} road users; at most {schemas.MAX_RECORDS} per request"
-                return invalid(request_id, [problem | {"message": message}])
-        batch, probabilities = self.predictor.predict(records)
-        response = self.respond(request_id, records, batch, probabilities)
-        self.record(request, response)
-        return response
+            owners, positions = batch.user_record, batch.user_position
+            rows = [sum(len(r["users"]) for r in requests[i].accidents) for i in scored]
+        else:
+            owners, positions = np.arange(len(records)), np.full(len(records), -1)
+            rows = [len(requests[i].accidents) for i in scored]
+        wanted = np.repeat([requests[i].explain for i in scored], rows)
+        explanations = self.predictor.explain(matrix, probabilities, wanted)
+        first_row, first_record = 0, 0
+        for index, count in zip(scored, rows, strict=True):
+            part = slice(first_row, first_row + count)
+            accidents = requests[index].accidents
+            response = self.respond(
+                ids[index],
+                accidents,
+                probabilities[part],
+                owners[part] - first_record,
+                positions[part],
+                explanations[part],
+            )
+            self.record(requests[index], response, matrix.iloc[part])
+            answers[index] = response
+            first_row += count
+            first_record += len(accidents)
+        return answers  # type: ignore[return-value]
+
+    def too_many_users(self, records: list[dict]) -> list[dict[str, Any]]:
+        """A user-level model scores each road user: at most ``MAX_RECORDS`` of them."""
+        if self.predictor.unit != "user":
+            return []
+        count = sum(len(record["users"]) for record in records)
+        if count <= schemas.MAX_RECORDS:
+            return []
+        message = f"{count} road users; at most {schemas.MAX_RECORDS} per request"
+        return [{"record": None, "field": "accidents", "type": "too_long", "message": message}]
 
     def respond(
-        self, request_id: str, records: list[dict], batch: Batch, probabilities: np.ndarray
+        self,
+        request_id: str,
+        records: list[dict],
+        probabilities: np.ndarray,
+        owners: np.ndarray,
+        positions: np.ndarray,
+        explanations: list[dict[str, Any] | None],
     ) -> schemas.PredictResponse:
         predictor = self.predictor
         best = probabilities.argmax(axis=1).tolist()
-        if predictor.unit == "user":
-            owners = batch.user_record.tolist()
-            positions: list[int | None] = batch.user_position.tolist()
-        else:
-            owners, positions = list(range(len(records))), [None] * len(records)
         rows = probabilities.tolist()
-        predictions = [
-            {
-                "record": owner,
-                "num_acc": records[owner]["num_acc"],
-                "user": position,
-                "user_id": None
-                if position is None
-                else records[owner]["users"][position]["user_id"],
-                "predicted_class": predictor.classes[top],
-                "label": predictor.labels[top],
-                "probabilities": dict(zip(predictor.labels, row, strict=True)),
-                "model_version": predictor.version,
-            }
-            for owner, position, top, row in zip(owners, positions, best, rows, strict=True)
-        ]
+        predictions = []
+        for owner, position, top, row, explanation in zip(
+            owners.tolist(), positions.tolist(), best, rows, explanations, strict=True
+        ):
+            user = None if position < 0 else position
+            predictions.append(
+                {
+                    "record": owner,
+                    "num_acc": records[owner]["num_acc"],
+                    "user": user,
+                    "user_id": None if user is None else records[owner]["users"][user]["user_id"],
+                    "predicted_class": predictor.classes[top],
+                    "label": predictor.labels[top],
+                    "probabilities": dict(zip(predictor.labels, row, strict=True)),
+                    "model_version": predictor.version,
+                    "explanation": explanation,
+                }
+            )
         # Validated in pydantic-core: as fast as building 1,000 models without validation.
         return schemas.PredictResponse.model_validate(
             {
@@ -228,18 +310,23 @@ class BAACSeverity:
             }
         )
 
-    def record(self, request: PredictInput, response: schemas.PredictResponse) -> None:
-        """One prediction-log line (``app/monitoring.py``): features and predictions."""
+    def record(
+        self, request: PredictInput, response: schemas.PredictResponse, features: pd.DataFrame
+    ) -> None:
+        """One prediction-log line (``app/monitoring.py``): the request's model features, as
+        scored, and its predictions."""
         audit = {
             "latency_ms": round((time.perf_counter() - request._received) * 1000, 3),
             "input_sha256": request._body_sha256,
         }
-        self.monitor.record(self.predictor, request.accidents, response, audit)
+        self.monitor.record(self.predictor, features, response, audit)
 
 
 # Outermost first: reject unauthenticated requests before reading any body.
-BAACSeverity.add_asgi_middleware(auth.APIKeyMiddleware)
-BAACSeverity.add_asgi_middleware(auth.BodyLimitMiddleware)
+BAACSeverity.add_asgi_middleware(
+    auth.APIKeyMiddleware, keys=SETTINGS.keys(), allow_no_auth=SETTINGS.allow_no_auth
+)
+BAACSeverity.add_asgi_middleware(auth.BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 BAACSeverity.add_asgi_middleware(auth.JSONBodyMiddleware)
 BAACSeverity.add_asgi_middleware(
     openapi.OpenAPIMiddleware,

@@ -1,5 +1,10 @@
 """Load test of the prediction service: ``uv run --frozen python bench/load.py``.
 
+``--compare``: adaptive batching against the same service without it (``BAAC_BATCHING=0``),
+in one run: both services run side by side and take turns in short windows, first with one
+client, then with ``--clients`` clients, each sending single accidents (see the end of this
+text and docs/serving.md#adaptive-batching). Without it:
+
 Starts the real service (``bentoml serve`` with its own BentoML home holding the promoted
 model, as ``bench/serve.py`` does; a fresh clone runs the small real pipeline first), warms it
 up with the same load, records its resident memory (the serve process and all its children),
@@ -11,6 +16,11 @@ after the warm-up, at its peak and after the run.
 Exit status 1 if any request failed, the service stopped answering, or its memory after the run
 exceeds ``--rss-limit`` (1.10) times its memory after the warm-up: a leak under load.
 The figures are also written as JSON (``--json``, default ``bench/results/load.json``).
+
+With ``--compare``, the goals (2 cores): with ``--clients`` clients, the batched service's p99
+<= 60 ms and its throughput >= 3 x the unbatched one's; with one client, its p50 at most 1 ms
+above the unbatched one's. Exit status 1 if a goal is missed or a request failed. The figures
+go to ``bench/results/batching.json`` by default.
 """
 
 from __future__ import annotations
@@ -76,9 +86,10 @@ def client_loop(
     clients start at different offsets so that batches do not arrive in step."""
     tally, client, n = Tally(), Client(url), index
     while time.monotonic() < deadline:
-        kind = "batch" if n % every == 0 else "single"
+        kind = "batch" if every > 0 and n % every == 0 else "single"
         bodies_of_kind = corpus[kind]
-        seconds = send(client, bodies_of_kind[(n // every + index) % len(bodies_of_kind)])
+        step = n // every if every > 0 else n  # every <= 0: single accidents only
+        seconds = send(client, bodies_of_kind[(step + index) % len(bodies_of_kind)])
         if seconds is None:
             tally.errors[kind] += 1
             client = Client(url)  # a fresh connection after a failure
@@ -217,6 +228,147 @@ def load(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+COMPARE_GOALS = {"p99_ms": 60.0, "throughput_ratio": 3.0, "single_client_p50_extra_ms": 1.0}
+
+
+def phases(clients: int) -> list[tuple[str, int, bool]]:
+    """(name, clients, warm up first): one client, many, then one client again at once, which
+    shows how long BentoML's batcher keeps the waits it learned under load."""
+    return [
+        ("clients_1", 1, True),
+        (f"clients_{clients}", clients, True),
+        ("clients_1_after_burst", 1, False),
+    ]
+
+
+def take_turns(
+    urls: dict[str, str], corpus: dict[str, list[bytes]], clients: int, seconds: float
+) -> dict[str, Any]:
+    """Single accidents from ``clients`` clients to each service, in alternating windows
+    (so that a change in the host's background load hits both alike)."""
+    windows = 4
+    tallies: dict[str, list[Tally]] = {name: [] for name in urls}
+    elapsed = dict.fromkeys(urls, 0.0)
+    for window in range(windows):
+        order = list(urls) if window % 2 == 0 else list(reversed(urls))
+        for name in order:
+            found, took = run_clients(urls[name], corpus, clients, 0, seconds / windows)
+            tallies[name] += found
+            elapsed[name] += took
+    return {
+        name: summarise(tallies[name], elapsed[name], batch_size=1) | {"clients": clients}
+        for name in urls
+    }
+
+
+def compare(args: argparse.Namespace) -> dict[str, Any]:
+    """The batched and the unbatched service, side by side, with 1 and ``args.clients``
+    clients."""
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-batching-") as tmp,
+        ThreadPoolExecutor(1) as pool,
+    ):
+        tmp_dir = Path(tmp)
+        workspace = ROOT
+        if not has_outputs(ROOT):
+            print("no promoted model here: running the small real pipeline first...", flush=True)
+            workspace = small_workspace(tmp_dir / "workspace")
+        home = tmp_dir / "bentoml_home"
+        import_model(workspace, home)
+        print("starting both services; building requests from real accidents...", flush=True)
+        corpus_future = pool.submit(build_corpus, workspace, args.batch_size)
+        settings = {"API_KEY": KEY, "BAAC_WORKERS": str(args.workers)}
+        servers = {
+            "batched": start_service(home, workspace, tmp_dir / "batched", **settings),
+            "unbatched": start_service(
+                home, workspace, tmp_dir / "unbatched", BAAC_BATCHING="0", **settings
+            ),
+        }
+        try:
+            corpus = corpus_future.result()
+            urls = {name: server.url for name, server in servers.items()}
+            results: dict[str, Any] = {}
+            for phase, clients, warm in phases(args.clients):
+                if warm:  # at the phase's own load: BentoML's batcher adapts to it
+                    for url in urls.values():
+                        run_clients(url, corpus, clients, 0, args.warmup)
+                print(f"{phase}: {args.seconds:.0f} s per service...", flush=True)
+                results[phase] = take_turns(urls, corpus, clients, args.seconds)
+        finally:
+            for server in servers.values():
+                server.stop()
+    many, one = results[f"clients_{args.clients}"], results["clients_1"]
+    burst = results["clients_1_after_burst"]
+    ratio = (
+        many["batched"]["total"]["requests_per_s"] / many["unbatched"]["total"]["requests_per_s"]
+    )
+    extra = one["batched"]["single"]["p50_ms"] - one["unbatched"]["single"]["p50_ms"]
+    errors = sum(r[name]["total"]["errors"] for r in results.values() for name in r)
+    results["goals"] = {
+        f"{args.clients} clients: batched p99 <= {COMPARE_GOALS['p99_ms']} ms": many["batched"][
+            "single"
+        ]["p99_ms"]
+        <= COMPARE_GOALS["p99_ms"],
+        f"{args.clients} clients: throughput >= {COMPARE_GOALS['throughput_ratio']} x unbatched": (
+            ratio >= COMPARE_GOALS["throughput_ratio"]
+        ),
+        f"1 client: p50 at most {COMPARE_GOALS['single_client_p50_extra_ms']} ms above unbatched": (
+            extra <= COMPARE_GOALS["single_client_p50_extra_ms"]
+        ),
+        "0 errors": errors == 0,
+    }
+    results["throughput_ratio"] = round(ratio, 2)
+    results["single_client_p50_extra_ms"] = round(extra, 2)
+    results["after_burst_p50_extra_ms"] = round(
+        burst["batched"]["single"]["p50_ms"] - burst["unbatched"]["single"]["p50_ms"], 2
+    )
+    results["config"] = {
+        "clients": args.clients,
+        "seconds_per_service": args.seconds,
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+    }
+    results["passed"] = all(results["goals"].values())
+    return results
+
+
+def compare_report(results: dict[str, Any]) -> str:
+    config = results["config"]
+    lines = [
+        f"single accidents, {config['seconds_per_service']} s per service and client count, "
+        f"{config['workers']} worker(s), {config['cpus']} cpus, load average after "
+        f"{config['load_average_after']}",
+        "",
+        f"{'clients':>8} {'service':10}{'requests':>10}{'errors':>8}{'p50 ms':>9}"
+        f"{'p95 ms':>9}{'p99 ms':>9}{'req/s':>9}",
+    ]
+    for key, by_service in results.items():
+        if not key.startswith("clients_"):
+            continue
+        for name, r in by_service.items():
+            single = r["single"]
+            clients = str(r["clients"]) + ("*" if key.endswith("after_burst") else "")
+            lines.append(
+                f"{clients:>8} {name:10}{single['requests']:>10}{single['errors']:>8}"
+                f"{single.get('p50_ms', '-'):>9}{single.get('p95_ms', '-'):>9}"
+                f"{single.get('p99_ms', '-'):>9}{r['total']['requests_per_s']:>9}"
+            )
+    lines += [
+        f"* right after the {config['clients']}-client phase, without a warm-up",
+        "",
+        f"throughput ratio (batched / unbatched, {config['clients']} clients): "
+        f"{results['throughput_ratio']}",
+        f"1 client, batched p50 - unbatched p50: {results['single_client_p50_extra_ms']} ms "
+        f"(right after the {config['clients']}-client phase: "
+        f"{results['after_burst_p50_extra_ms']} ms)",
+        "",
+        "goals:",
+        *(f"  {goal}: {'PASS' if ok else 'FAIL'}" for goal, ok in results["goals"].items()),
+    ]
+    return "\n".join(lines)
+
+
 def report(results: dict[str, Any]) -> str:
     config, total, rss = results["config"], results["total"], results["rss"]
     lines = [
@@ -254,21 +406,42 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="bench/load.py", description=__doc__, formatter_class=HelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=60.0, help="duration of the load")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=60.0,
+        help="duration of the load (with --compare: per service and number of clients)",
+    )
     parser.add_argument("--clients", type=int, default=16, help="concurrent keep-alive clients")
     parser.add_argument("--warmup", type=float, default=5.0, help="seconds of warm-up load")
     parser.add_argument("--batch-size", type=int, default=100, help="accidents per batch")
-    parser.add_argument("--batch-every", type=int, default=5, help="one batch in N requests")
+    parser.add_argument(
+        "--batch-every", type=int, default=5, help="one batch in N requests (0: never)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="service worker processes")
     parser.add_argument("--rss-limit", type=float, default=1.10, help="RSS after / after warm-up")
     parser.add_argument(
-        "--json", type=Path, default=ROOT / "bench" / "results" / "load.json", help="results"
+        "--compare",
+        action="store_true",
+        help="batched against unbatched, single accidents, 1 and --clients clients",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help="results (default: bench/results/load.json, "
+        "with --compare bench/results/batching.json)",
     )
     args = parser.parse_args(argv)
+    if args.json is None:
+        args.json = ROOT / "bench" / "results" / ("batching.json" if args.compare else "load.json")
     if not has_outputs(ROOT) and not (ROOT / "data" / "raw").is_dir():
         raise SystemExit("no promoted model and no data/raw: run `make data` (or `make run`)")
-    results = load(args)
-    print(report(results))
+    if args.compare:
+        results = compare(args)
+        print(compare_report(results))
+    else:
+        results = load(args)
+        print(report(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
     print(f"figures written to {args.json}")

@@ -275,6 +275,8 @@ def breakdown(model_dir: Path, body: bytes, repeat: int) -> dict[str, float]:
     accidents = entities.accident_columns(batch.tables)
     groups = predictor.bundle.feature_groups
     matrix = features.build_features(accidents, groups)
+    probabilities = predictor.predict_proba(matrix)
+    everyone = np.ones(len(matrix), dtype=bool)
     return {
         "parse_request (JSON, repeated keys, validation)": median_ms(
             lambda: schemas.parse_request(schemas.PredictRequest, body), repeat
@@ -290,6 +292,9 @@ def breakdown(model_dir: Path, body: bytes, repeat: int) -> dict[str, float]:
         "predict_proba (tree by tree)": median_ms(lambda: predictor.predict_proba(matrix), repeat),
         "predict_proba (sklearn, n_jobs=1)": median_ms(
             lambda: predictor.bundle.predict_proba(matrix), repeat
+        ),
+        'explanations, "explain": true (Predictor.explain)': median_ms(
+            lambda: predictor.explain(matrix, probabilities, everyone), repeat
         ),
     }
 

@@ -15,10 +15,8 @@ Exit status: 0 when at most ``monitor.max_share_drifted`` of the features drifte
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -28,45 +26,10 @@ from pipeline.features import build_features
 from pipeline.io import read_json, write_json, write_text
 from pipeline.params import load_params
 from pipeline.paths import DATASET, LIVE_DRIFT, LIVE_DRIFT_REPORT, PROMOTED_DIR
+from pipeline.prediction_log import DEFAULT_LOG_DIR, read_rows
 
-DEFAULT_LOG_DIR = Path("logs/monitoring")
-MONITOR_NAME = "baac_predictions"  # bentoml.monitor name: <log dir>/<name>/data/data.<worker>.log
-PREDICTED_CLASS = "predicted_class"
 PROMOTED_METADATA = PROMOTED_DIR / "metadata.json"
 NO_DATA_EXIT = 2
-
-
-def probability_column(label: str) -> str:
-    return f"probability_{label}"
-
-
-def log_files(directory: Path) -> list[Path]:
-    """Every data file of the log, rotated ones (``data.1.log.1`` ...) included."""
-    return sorted((directory / MONITOR_NAME / "data").glob("data.*.log*"))
-
-
-def _lines(directory: Path) -> Iterator[dict]:
-    for path in log_files(directory):
-        with path.open(encoding="utf-8") as lines:
-            for line in lines:
-                yield json.loads(line)
-
-
-def read_rows(
-    directory: Path, features: list[str], model_version: str | None, since: str | None = None
-) -> pd.DataFrame:
-    """The logged rows (one per scored accident, or road user) of ``model_version`` (every
-    version when None) logged at ``since`` or later (BentoML's ``timestamp``, ISO 8601 local
-    time): the model features, NaN where missing."""
-    frames = [
-        pd.DataFrame({name: line[name] for name in features}, dtype=float)
-        for line in _lines(directory)
-        if (model_version is None or line.get("model_version") == model_version)
-        and (since is None or line["timestamp"] >= since)
-    ]
-    if not frames:
-        return pd.DataFrame(columns=features, dtype=float)
-    return pd.concat(frames, ignore_index=True)
 
 
 def training_reference(metadata: dict) -> pd.DataFrame:

@@ -102,6 +102,14 @@ class FakeService(BaseHTTPRequestHandler):
         else:
             probabilities = {"not_severe": 0.39, "severe": 0.61}  # the service's answer shape
             prediction = {"record": 0, "label": "severe", "probabilities": probabilities}
+            if body.get("explain"):
+                contribution = {"feature": "vma", "baac": "lieux.vma", "value": 90.0}
+                prediction["explanation"] = {
+                    "label": "severe",
+                    "bias": 0.37,
+                    "contributions": [contribution | {"contribution": 0.2}],
+                    "rest": 0.04,
+                }
             self._reply(200, {"predictions": [prediction]})
 
     def _reply(self, status: int, payload: dict) -> None:
@@ -148,6 +156,9 @@ def test_prediction_success(monkeypatch, service: str) -> None:
     assert {"lum", "agg", "int", "atm", "catr", "vma"} <= set(record)
     vehicles = record.get("vehicles") or record.get("vehicules")
     assert vehicles and all("catv" in v for v in vehicles)
+    assert request["body"]["explain"] is True
+    shown = at.dataframe[-1].value  # the last element of the page
+    assert list(shown["feature"]) == ["vma"] and list(shown["contribution"]) == [0.2]
 
 
 def test_prediction_wrong_key_says_401(monkeypatch, service: str) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 from app.examples.make_example import load_tables, request_records, sample_test_split
 from app.examples.replay import replay, shifted
-from pipeline import monitor
+from pipeline import monitor, prediction_log
 from pipeline.params import load_params
 
 REPLAYED = 500
@@ -21,7 +21,7 @@ REPLAYED = 500
 
 def logged_rows(server, since: str) -> int:
     features = json.loads(Path("models/metadata.json").read_text())["features"]
-    return len(monitor.read_rows(server.prediction_log, features, None, since))
+    return len(prediction_log.read_rows(server.prediction_log, features, None, since))
 
 
 def replay_and_monitor(server, keys, records, tmp_path: Path, name: str) -> tuple[int, dict]:

@@ -52,7 +52,7 @@ from app.schemas import MAX_RECORDS
 from tests.helpers import TEST_MAX_BODY
 
 pytestmark = pytest.mark.slow
-DEFAULT_MAX_BODY = 32 * 1024 * 1024  # app.auth.DEFAULT_MAX_BODY_BYTES: the server below keeps it
+DEFAULT_MAX_BODY = 32 * 1024 * 1024  # app.settings' MAX_BODY_BYTES default, kept below
 HOSTILE_BODY_BYTES = 50 * 1024 * 1024
 RSS_TOLERANCE = 1.10  # memory after a hostile body: within 10 % of the warmed-up baseline
 FUZZ_MIN_CASES = 1_000

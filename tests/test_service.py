@@ -13,6 +13,7 @@ import gc
 import hashlib
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -26,8 +27,10 @@ import pandas as pd
 import pytest
 
 from app import inference
+from app import settings as app_settings
 from app.examples.make_example import EXAMPLE, load_tables, request_records, sample_test_split
 from app.local_service import SERVICE, environment, free_port, start
+from app.settings import PLACEHOLDER_KEY
 from pipeline import features, schema
 from pipeline.model_store import load_model
 from pipeline.paths import DATASET, DATASET_USERS, ROOT
@@ -69,34 +72,131 @@ def probabilities(response: httpx.Response, labels: list[str]) -> np.ndarray:
 # --- authentication ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/predict", "/model", "/data/progress", "/schema.json", "/x"])
+@pytest.mark.parametrize("path", ["/predict", "/model", "/data/progress", "/x"])
 def test_routes_need_the_key(server, keys, path):
     method = "POST" if path == "/predict" else "GET"
-    for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": keys[0] + "x"}):
+    wrong = (
+        {},
+        {"X-API-Key": "wrong"},
+        {"X-API-Key": keys[0] + "x"},
+        {"Authorization": f"Bearer {keys[0]}x"},
+        {"Authorization": f"Basic {keys[0]}"},  # the key, but not as a Bearer token
+        {"Authorization": "Bearer"},  # no token
+    )
+    for headers in wrong:
         response = httpx.request(method, f"{server.url}{path}", headers=headers, timeout=30)
         assert response.status_code == 401
         assert response.json() == {"error": "missing or invalid API key"}
+        assert "Bearer" in response.headers["www-authenticate"]
 
 
-def test_every_configured_key_is_accepted(server, keys):
+def test_every_configured_key_is_accepted_in_either_header(server, keys):
     for key in keys:
-        response = httpx.get(f"{server.url}/model", headers={"X-API-Key": key}, timeout=30)
-        assert response.status_code == 200
+        for headers in ({"X-API-Key": key}, {"Authorization": f"Bearer {key}"}):
+            response = httpx.get(f"{server.url}/model", headers=headers, timeout=30)
+            assert response.status_code == 200
+    lower_case = {"Authorization": f"bearer {keys[1]}"}  # RFC 9110: schemes ignore case
+    assert httpx.get(f"{server.url}/model", headers=lower_case, timeout=30).status_code == 200
 
 
-@pytest.mark.parametrize("path", ["/healthz", "/livez", "/readyz", "/metrics", "/", "/docs.json"])
+@pytest.mark.parametrize(
+    "path", ["/healthz", "/livez", "/readyz", "/metrics", "/", "/docs.json", "/schema.json"]
+)
 def test_probes_metrics_and_docs_are_open(server, path):
     assert httpx.get(f"{server.url}{path}", timeout=30).status_code == 200
 
 
-def test_openapi_declares_the_api_key_scheme(server):
+def _facts(value: object, found: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Every key and every scalar value of a JSON document."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found.add(("key", key))
+            _facts(child, found)
+    elif isinstance(value, list):
+        for child in value:
+            _facts(child, found)
+    else:
+        found.add(("value", json.dumps(value)))
+    return found
+
+
+def test_schema_json_reveals_no_more_than_the_open_openapi_document(server):
+    """/schema.json (what BentoML's clients fetch first) is open because everything in it is
+    already in the open /docs.json: its own layout aside, only the route names, the service's
+    one-line description and the fact that /predict batches."""
+    schema = httpx.get(f"{server.url}/schema.json", timeout=30).json()
     document = httpx.get(f"{server.url}/docs.json", timeout=30).json()
-    scheme = document["components"]["securitySchemes"]["ApiKeyAuth"]
-    assert scheme == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
-    assert document["security"] == [{"ApiKeyAuth": []}]
+    layout = {("key", k) for k in ("routes", "route", "input", "output", "batchable", "is_task")}
+    layout |= {("key", "mounted"), ("value", '"service"')}
+    routes = {("value", json.dumps(route["route"])) for route in schema["routes"]}
+    assert routes <= {("value", json.dumps(path)) for path in document["paths"]}
+    described = {("value", json.dumps(schema["description"]))}
+    assert _facts(schema, set()) - _facts(document, set()) <= layout | routes | described
+
+
+def test_openapi_declares_both_key_schemes_and_a_real_example(server, example):
+    document = httpx.get(f"{server.url}/docs.json", timeout=30).json()
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["ApiKeyAuth"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert schemes["BearerAuth"] == {"type": "http", "scheme": "bearer"}
+    assert document["security"] == [{"ApiKeyAuth": []}, {"BearerAuth": []}]  # either
     assert document["paths"]["/healthz"]["get"]["security"] == []
     assert {"/predict", "/model", "/data/progress"} <= set(document["paths"])
-    assert "422" in document["paths"]["/predict"]["post"]["responses"]
+    predict = document["paths"]["/predict"]["post"]
+    assert {"422", "429", "503"} <= set(predict["responses"])
+    assert predict["requestBody"]["content"]["application/json"]["example"] == example
+
+
+def test_docs_page_makes_no_third_party_request(server):
+    page = httpx.get(f"{server.url}/", timeout=30)
+    assert page.headers["content-type"].startswith("text/html")
+    html = page.text
+    assert "googletagmanager" not in html.lower()
+    loads = re.findall(r"<(?!a\b)\w+[^>]*?\s(?:src|href)\s*=\s*[\"']?([^\"' >]+)", html, re.I)
+    assert loads and all(url.startswith("./static_content/") for url in loads), loads
+    scripts = " ".join(re.findall(r"<script>(.*?)</script>", html, re.S))
+    assert "validatorUrl: null" in scripts  # else Swagger UI fetches a badge from swagger.io
+    assert not re.search(r"https?://", scripts)
+    for url in loads:  # the assets are served by the service itself
+        assert httpx.get(f"{server.url}/{url.removeprefix('./')}", timeout=30).status_code == 200
+
+
+@pytest.fixture
+def no_cloud_token(monkeypatch):
+    # BentoML's clients send $BENTO_CLOUD_API_KEY when given no token.
+    monkeypatch.delenv("BENTO_CLOUD_API_KEY", raising=False)
+
+
+def test_bentoml_sync_client_authenticates_with_its_token(server, keys, example, no_cloud_token):
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    with bentoml.SyncHTTPClient(server.url, token=keys[1], timeout=60) as client:
+        body = client.predict(example)
+    assert len(body["predictions"]) == len(example["accidents"])
+    for token in (None, keys[1] + "x"):
+        client = bentoml.SyncHTTPClient(server.url, token=token, timeout=60)
+        with client, pytest.raises(BentoMLException) as refused:
+            client.predict(example)
+        assert refused.value.error_code == 401
+
+
+def test_bentoml_async_client_authenticates_with_its_token(server, keys, example, no_cloud_token):
+    import asyncio
+
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    async def predict(token: str | None) -> int:
+        async with bentoml.AsyncHTTPClient(server.url, token=token, timeout=60) as client:
+            try:
+                body = await client.predict(example)
+            except BentoMLException as error:
+                return int(error.error_code)
+        assert len(body["predictions"]) == len(example["accidents"])
+        return 200
+
+    assert [asyncio.run(predict(token)) for token in (keys[0], None, "wrong")] == [200, 401, 401]
 
 
 # --- predictions ------------------------------------------------------------------------
@@ -152,6 +252,135 @@ def test_unknown_open_code_reads_as_missing(client, metadata):
     assert unknown.status_code == missing.status_code == 200
     labels = metadata["labels"]
     np.testing.assert_array_equal(probabilities(unknown, labels), probabilities(missing, labels))
+
+
+def _batch_sizes(server) -> tuple[float, float]:
+    """(batches, batches of one request) scored so far, from BentoML's /metrics."""
+    text = httpx.get(f"{server.url}/metrics", timeout=30).text
+    count = re.search(
+        r'^\S*adaptive_batch_size_count\{[^}]*method_name="predict"[^}]*\} (\S+)', text, re.M
+    )
+    ones = re.search(
+        r'^\S*adaptive_batch_size_bucket\{le="1.0",[^}]*method_name="predict"[^}]*\} (\S+)',
+        text,
+        re.M,
+    )
+    assert count and ones, "no adaptive batching metrics"
+    return float(count.group(1)), float(ones.group(1))
+
+
+def test_concurrent_requests_are_batched_and_get_what_they_get_alone(
+    server, keys, workspace, tables, metadata
+):
+    """Requests scored in one adaptive batch get bit-for-bit the answer their records get in a
+    request of their own; an invalid request in the batch gets its own 422."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys_ = sample_test_split(24, seed=5, dataset=workspace / DATASET)
+    records = request_records(tables, keys_)
+    labels = metadata["labels"]
+    headers = {"X-API-Key": keys[0]}
+    with httpx.Client(base_url=server.url, headers=headers, timeout=120) as alone:
+        whole = probabilities(alone.post("/predict", json={"accidents": records}), labels)
+    bodies = [{"accidents": [record], "explain": i % 2 == 0} for i, record in enumerate(records)]
+    bodies += [{"accidents": records[:12]}, {"accidents": records[12:]}]
+    bodies.append({"accidents": [records[0], record(atm=12)]})  # invalid: record 1, atm
+    before = _batch_sizes(server)
+
+    def send(body: dict) -> httpx.Response:
+        return httpx.post(f"{server.url}/predict", json=body, headers=headers, timeout=120)
+
+    with ThreadPoolExecutor(len(bodies)) as pool:
+        answers = list(pool.map(send, bodies))
+    after = _batch_sizes(server)
+    for i, answer in enumerate(answers[:24]):
+        assert answer.status_code == 200
+        np.testing.assert_array_equal(probabilities(answer, labels), whole[i : i + 1])
+        explained = answer.json()["predictions"][0]["explanation"]
+        assert (explained is not None) == (i % 2 == 0)
+    np.testing.assert_array_equal(probabilities(answers[24], labels), whole[:12])
+    np.testing.assert_array_equal(probabilities(answers[25], labels), whole[12:])
+    assert answers[26].status_code == 422
+    assert answers[26].json()["detail"][0]["record"] == 1
+    assert answers[26].json()["detail"][0]["field"] == "atm"
+    batches, single_batches = after[0] - before[0], after[1] - before[1]
+    assert batches < len(bodies)  # some requests shared a batch
+    assert single_batches < batches
+
+
+def test_overload_is_refused_at_once_instead_of_queued(server, keys, example):
+    """More requests in flight than ``BAAC_MAX_CONCURRENCY`` (64): the excess is refused at
+    once with 429 (BentoML's concurrency limit), or with 503 by the batch queue, rather than
+    waiting; the service then answers normally."""
+    import asyncio
+
+    body = json.dumps({"accidents": example["accidents"]})
+    headers = {"X-API-Key": keys[0], "Content-Type": "application/json"}
+
+    async def one(client: httpx.AsyncClient) -> tuple[int, float]:
+        started = time.perf_counter()
+        response = await client.post("/predict", content=body)
+        return response.status_code, time.perf_counter() - started
+
+    async def flood(count: int) -> list[tuple[int, float]]:
+        limits = httpx.Limits(max_connections=count)
+        async with httpx.AsyncClient(
+            base_url=server.url, headers=headers, limits=limits, timeout=120
+        ) as client:
+            return await asyncio.gather(*[one(client) for _ in range(count)])
+
+    answers = asyncio.run(flood(160))
+    statuses = {status for status, _ in answers}
+    assert statuses <= {200, 429, 503}
+    refused = sorted(t for status, t in answers if status != 200)
+    served = sorted(t for status, t in answers if status == 200)
+    assert refused and len(served) >= 32
+    assert refused[len(refused) // 2] < served[len(served) // 2]  # not queued behind them
+    with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
+        assert client.get("/readyz").status_code == 200
+        assert client.post("/predict", content=body).status_code == 200
+
+
+def test_explanations_add_up_to_the_probability_in_baac_terms(client, example, metadata):
+    response = client.post("/predict", json={**example, "explain": True})
+    assert response.status_code == 200
+    sources = {feature.name: feature.source for feature in features.FEATURES}
+    for prediction in response.json()["predictions"]:
+        explanation = prediction["explanation"]
+        assert explanation["label"] == prediction["label"]
+        listed = explanation["contributions"]
+        assert len(listed) == 5
+        sizes = [abs(c["contribution"]) for c in listed]
+        assert sizes == sorted(sizes, reverse=True)
+        for contribution in listed:
+            assert contribution["baac"] == sources[contribution["feature"]]
+        total = explanation["bias"] + sum(c["contribution"] for c in listed) + explanation["rest"]
+        assert total == pytest.approx(prediction["probabilities"][prediction["label"]], abs=1e-12)
+    plain = client.post("/predict", json=example).json()["predictions"]
+    assert all(p["explanation"] is None for p in plain)
+    assert [p["probabilities"] for p in plain] == [
+        p["probabilities"] for p in response.json()["predictions"]
+    ]
+
+
+def test_tree_contributions_are_exact_for_every_class(workspace, tables, metadata):
+    """bias + contributions = the forest's probability of every class, on 300 test rows."""
+    from app.explain import TreeContributions
+    from app.inference import Predictor, TreeEnsemble, to_tables
+    from app.schemas import PredictRequest
+
+    predictor = Predictor.from_directory(workspace / "models")
+    if not TreeEnsemble.supports(predictor.bundle.model):
+        pytest.skip("the promoted model is not a forest")
+    keys_ = sample_test_split(300, seed=9, dataset=workspace / DATASET)
+    request = PredictRequest.model_validate({"accidents": request_records(tables, keys_)})
+    matrix = predictor.features(to_tables(request.accidents))
+    x = matrix[predictor.bundle.features].to_numpy(dtype=np.float32)
+    found = TreeContributions(predictor.bundle.model)(x)
+    expected = predictor.bundle.predict_proba(matrix)
+    assert found.values.shape == (len(x), len(predictor.bundle.features), len(expected[0]))
+    np.testing.assert_allclose(found.bias + found.values.sum(axis=1), expected, rtol=0, atol=1e-12)
+    assert np.abs(found.values).max() > 0.01  # the features do move the probabilities
 
 
 # --- invalid input ----------------------------------------------------------------------
@@ -275,19 +504,55 @@ def test_prediction_log_has_one_line_per_request_with_features_and_no_input(
 # --- start-up ---------------------------------------------------------------------------
 
 
-def test_refuses_to_start_without_a_key(home):
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({}, "refusing to start: no API key configured"),
+        (
+            {"API_KEY": f"real-key, {PLACEHOLDER_KEY}"},
+            "API_KEY: Value error, holds the placeholder",
+        ),
+    ],
+    ids=["no key", "the placeholder of .env.example"],
+)
+def test_refuses_to_start_without_a_real_key(home, settings, message):
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(free_port())]
     result = subprocess.run(
         [*command, "--host", "127.0.0.1"],
         cwd=ROOT,
-        env=environment(home),
+        env=environment(home, **settings),
         capture_output=True,
         text=True,
         timeout=180,
     )
     assert result.returncode != 0
-    assert "refusing to start: no API key configured" in result.stderr
-    assert "ALLOW_NO_AUTH" in result.stderr
+    assert message in result.stderr
+    assert "real-key" not in result.stderr + result.stdout  # keys are never echoed
+    if not settings:
+        assert "ALLOW_NO_AUTH" in result.stderr
+
+
+def test_env_example_holds_the_refused_placeholder():
+    example = (ROOT / ".env.example").read_text()
+    assert f"\nAPI_KEY={PLACEHOLDER_KEY}\n" in example
+
+
+def test_settings_name_the_bad_variable(monkeypatch, tmp_path):
+    """Typed settings: environment over .env, and a clear error naming each bad value."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("BAAC_WORKERS=3\nMAX_BODY_BYTES=1000\nAPI_KEY=from-file\n")
+    for name in ("BAAC_WORKERS", "MAX_BODY_BYTES", "API_KEY", "BAAC_MAX_BATCH_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MAX_BODY_BYTES", "2000")
+    loaded = app_settings.load(env_file)
+    assert (loaded.baac_workers, loaded.max_body_bytes) == (3, 2000)  # the environment wins
+    assert loaded.keys() == (b"from-file",)
+    monkeypatch.setenv("BAAC_WORKERS", "two")
+    monkeypatch.setenv("BAAC_MAX_BATCH_SIZE", "1")
+    with pytest.raises(app_settings.SettingsError) as bad:
+        app_settings.load(env_file)
+    assert "BAAC_WORKERS: Input should be a valid integer" in str(bad.value)
+    assert "BAAC_MAX_BATCH_SIZE: Input should be greater than or equal to 2" in str(bad.value)
 
 
 def test_allow_no_auth_starts_and_warns(home, tmp_path):
@@ -299,7 +564,9 @@ def test_allow_no_auth_starts_and_warns(home, tmp_path):
     assert "WITHOUT authentication" in server.stderr.read_text()
 
 
-def test_bentoml_build_packages_code_requirements_and_model(home, workspace):
+@pytest.fixture(scope="module")
+def bento(home) -> Path:
+    """``bentoml build`` of the project, into the test's BentoML home."""
     result = subprocess.run(
         [sys.executable, "-m", "bentoml", "build", str(ROOT), "--output", "tag"],
         cwd=ROOT,
@@ -311,18 +578,75 @@ def test_bentoml_build_packages_code_requirements_and_model(home, workspace):
     assert result.returncode == 0, result.stderr
     tag = result.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     name, version = tag.split(":")
-    bento = home / "bentos" / name / version
+    return home / "bentos" / name / version
+
+
+def pinned(requirements: str) -> set[str]:
+    """The package names pinned (``name==version``) in a requirements file."""
+    return {
+        line.split("==")[0].strip().lower() for line in requirements.splitlines() if "==" in line
+    }
+
+
+def test_bento_packages_code_model_and_at_most_40_pinned_packages(bento):
     for file in ("src/app/service.py", "src/pipeline/features.py", "env/python/requirements.txt"):
         assert (bento / file).is_file(), file
-    assert "scikit-learn==" in (bento / "env/python/requirements.txt").read_text()
-    manifest = (bento / "bento.yaml").read_text()
-    assert "baac-severity:" in manifest
+    assert "baac-severity:" in (bento / "bento.yaml").read_text()
+    pins = pinned((bento / "env/python/requirements.txt").read_text())
+    assert {"bentoml", "scikit-learn", "pandas", "pydantic-settings"} <= pins
+    assert not pins & {"dvc", "mlflow", "streamlit", "hydra-core", "matplotlib", "pytest"}
+    assert len(pins) <= 40, sorted(pins)
+
+
+def uv_command() -> list[str]:
+    if shutil.which("uv"):
+        return ["uv"]
+    probe = subprocess.run(["python3", "-m", "uv", "--version"], capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip("uv is not installed")
+    return ["python3", "-m", "uv"]
+
+
+def test_the_bento_serves_from_its_own_requirements_alone(
+    bento, home, client, keys, example, tmp_path
+):
+    """A fresh environment with only the bento's requirements (the serve group and BentoML)
+    serves the bento, outside the repository, with the same answers as the full environment."""
+    uv = uv_command()
+    venv = tmp_path / "venv"
+    subprocess.run([*uv, "venv", "-q", "--python", sys.executable, str(venv)], check=True)
+    python = venv / "bin" / "python"
+    requirements = bento / "env" / "python" / "requirements.txt"
+    install = [*uv, "pip", "install", "-q", "--python", str(python), "-r", str(requirements)]
+    subprocess.run(install, check=True, timeout=300)
+    listed = subprocess.run(
+        [*uv, "pip", "freeze", "--python", str(python)], capture_output=True, text=True, check=True
+    ).stdout
+    assert not pinned(listed) & {"dvc", "mlflow", "streamlit", "hydra-core", "pytest"}
+    served = start(
+        environment(home, API_KEY=keys[0]),
+        tmp_path / "logs",
+        serve=(str(python), "-m", "bentoml", "serve", f"{bento.parent.name}:{bento.name}"),
+        cwd=tmp_path,
+    )
+    try:
+        answer = httpx.post(
+            f"{served.url}/predict", json=example, headers={"X-API-Key": keys[0]}, timeout=60
+        )
+    finally:
+        served.stop()
+    assert answer.status_code == 200, answer.text
+    expected = client.post("/predict", json=example).json()["predictions"]
+    assert [p["probabilities"] for p in answer.json()["predictions"]] == [
+        p["probabilities"] for p in expected
+    ]
 
 
 @pytest.mark.skipif(shutil.which("uv") is None, reason="uv not installed")
-def test_serving_requirements_match_the_lock():
+def test_serving_requirements_are_the_serve_group_of_the_lock():
+    export = ["uv", "export", "--frozen", "--no-hashes", "--no-emit-project"]
     exported = subprocess.run(
-        ["uv", "export", "--frozen", "--no-hashes", "--no-dev", "--no-emit-project"],
+        [*export, "--only-group", "serve", "--prune", "bentoml"],
         cwd=ROOT,
         capture_output=True,
         text=True,
