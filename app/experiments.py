@@ -364,16 +364,34 @@ def higher_is_better(metric: str) -> bool:
     return not metric.rsplit(".", 1)[-1].endswith(LOWER_IS_BETTER)
 
 
-def best_row(frame: pd.DataFrame, metric: str) -> pd.Series | None:
-    """The experiment with the best value of ``metric`` (baselines excluded); None if none."""
+# On a tie the incumbent stays ahead: the baseline commit, then the workspace, then experiments.
+TIE_ORDER = {"baseline": 0, WORKSPACE: 1}
+
+
+def ranking(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows with results of their own, baselines and workspace included, best first."""
     if metric not in frame.columns:
-        return None
-    candidates = frame[~frame["state"].isin([WORKSPACE, "baseline"])]
-    values = pd.to_numeric(candidates[metric], errors="coerce").dropna()
-    if values.empty:
-        return None
-    best = values.idxmax() if higher_is_better(metric) else values.idxmin()
-    return frame.loc[best]
+        return frame.iloc[0:0]
+    ranked = frame[frame["state"].isin(OWN_RESULT_STATES)].assign(
+        _value=lambda f: pd.to_numeric(f[metric], errors="coerce"),
+        _tie=lambda f: f["state"].map(TIE_ORDER).fillna(2),
+    )
+    ranked = ranked.dropna(subset=["_value"])
+    ranked = ranked.sort_values(
+        ["_value", "_tie"], ascending=[not higher_is_better(metric), True], kind="stable"
+    )
+    return ranked.drop(columns=["_value", "_tie"])
+
+
+def best_row(frame: pd.DataFrame, metric: str) -> pd.Series | None:
+    """The row with the best ``metric``, the baseline and the workspace competing too (an
+    experiment worse than ``main`` is never "best"); None if no row has the metric."""
+    ranked = ranking(frame, metric)
+    return None if ranked.empty else ranked.iloc[0]
+
+
+def is_baseline(row: pd.Series) -> bool:
+    return row["state"] in (WORKSPACE, "baseline")
 
 
 def deltas(frame: pd.DataFrame, reference_rev: str, metrics: list[str]) -> pd.DataFrame:

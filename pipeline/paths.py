@@ -28,4 +28,8 @@ TRAIN_METRICS = METRICS_DIR / "train.json"
 MODEL_FILE = MODEL_DIR / "model.joblib"
 MODEL_INFO = MODEL_DIR / "model_info.json"
 MODEL_CARD = MODEL_DIR / "model_card.md"
+# Per-row validation and test probabilities (pipeline/compare.py): inside model/, the train
+# stage's cached output, so that every experiment commit carries its own.
+PREDICTIONS_FILE = MODEL_DIR / "predictions.parquet"
+PROMOTIONS_DIR = REPORTS_DIR / "promotions"
 PARAMS_FILE = Path("params.yaml")
