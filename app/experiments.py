@@ -364,8 +364,9 @@ def higher_is_better(metric: str) -> bool:
     return not metric.rsplit(".", 1)[-1].endswith(LOWER_IS_BETTER)
 
 
-# On a tie the incumbent stays ahead: the baseline commit, then the workspace, then experiments.
-TIE_ORDER = {"baseline": 0, WORKSPACE: 1}
+# On a tie the incumbent stays ahead, and a named experiment beats the workspace that merely
+# holds its results (after `dvc exp run`): baseline commit, experiments, workspace.
+TIE_ORDER = {"baseline": 0, WORKSPACE: 2}
 
 
 def ranking(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -374,7 +375,7 @@ def ranking(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
         return frame.iloc[0:0]
     ranked = frame[frame["state"].isin(OWN_RESULT_STATES)].assign(
         _value=lambda f: pd.to_numeric(f[metric], errors="coerce"),
-        _tie=lambda f: f["state"].map(TIE_ORDER).fillna(2),
+        _tie=lambda f: f["state"].map(TIE_ORDER).fillna(1),
     )
     ranked = ranked.dropna(subset=["_value"])
     ranked = ranked.sort_values(
@@ -388,10 +389,6 @@ def best_row(frame: pd.DataFrame, metric: str) -> pd.Series | None:
     experiment worse than ``main`` is never "best"); None if no row has the metric."""
     ranked = ranking(frame, metric)
     return None if ranked.empty else ranked.iloc[0]
-
-
-def is_baseline(row: pd.Series) -> bool:
-    return row["state"] in (WORKSPACE, "baseline")
 
 
 def deltas(frame: pd.DataFrame, reference_rev: str, metrics: list[str]) -> pd.DataFrame:

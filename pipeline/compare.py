@@ -289,9 +289,12 @@ class Interval:
         improved = self.low > 0
         return "better" if improved != (self.metric in LOWER_IS_BETTER) else "worse"
 
+    @property
+    def label(self) -> str:
+        return self.verdict if self.verdict == NO_DIFFERENCE else f"significantly {self.verdict}"
+
     def describe(self) -> str:
-        label = self.verdict if self.verdict == NO_DIFFERENCE else f"significantly {self.verdict}"
-        return f"{self.delta:+.4f} [{self.low:+.4f}, {self.high:+.4f}] {label}"
+        return f"{self.delta:+.4f} [{self.low:+.4f}, {self.high:+.4f}] {self.label}"
 
 
 @dataclass(frozen=True)
@@ -355,6 +358,24 @@ def markdown_table(comparison: Comparison, champion: str, challenger: str) -> st
         arrow = " ↓" if metric in LOWER_IS_BETTER else ""
         lines.append(
             f"| {metric}{arrow} | {i.champion:.4f} | {i.challenger:.4f} | {i.delta:+.4f} | "
-            f"[{i.low:+.4f}, {i.high:+.4f}] | {i.verdict} |"
+            f"[{i.low:+.4f}, {i.high:+.4f}] | {i.label} |"
         )
     return "\n".join(lines)
+
+
+def interval_frame(comparison: Comparison) -> pd.DataFrame:
+    """The intervals as a table (the dashboard)."""
+    return pd.DataFrame(
+        [
+            {
+                "metric": metric + (" ↓" if metric in LOWER_IS_BETTER else ""),
+                "champion": i.champion,
+                "challenger": i.challenger,
+                "Δ": i.delta,
+                "low": i.low,
+                "high": i.high,
+                "verdict": i.label,
+            }
+            for metric, i in comparison.intervals.items()
+        ]
+    )
