@@ -374,8 +374,8 @@ def dvc_add(path: Path) -> None:
     subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(path)], check=True, cwd=ROOT)
 
 
-def switch(stage: Path, with_dvc: bool) -> None:
-    """Make the staged ``models/`` (and ``models.dvc``) the champion's."""
+def switch(stage: Path, with_dvc: bool, report: Path | None = None) -> None:
+    """Make the staged ``models/`` (and ``models.dvc``, and the report) the champion's."""
     staged = stage / PROMOTED_DIR.name
     os.chmod(stage, 0o755)
     if PROMOTED_DIR.exists():
@@ -391,6 +391,9 @@ def switch(stage: Path, with_dvc: bool) -> None:
         os.replace(staged, PROMOTED_DIR)
     if with_dvc:
         os.replace(stage / MODELS_DVC.name, MODELS_DVC)
+    if report is not None:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / report.name, report)
 
 
 def bentoml_home() -> Path:
@@ -431,6 +434,41 @@ def import_into_bentoml(metadata: dict) -> str:
         shutil.copyfile(PROMOTED_MODEL, Path(model.path) / MODEL_NAME)
         shutil.copyfile(PROMOTED_METADATA, Path(model.path) / METADATA_NAME)
     return str(model.tag)
+
+
+def served_by_bentoml(metadata: dict) -> bool:
+    """Whether the BentoML store's latest model is this one."""
+    bentoml_home()
+    import bentoml
+
+    try:
+        latest = bentoml.models.get(f"{BENTO_MODEL_NAME}:latest")
+    except bentoml.exceptions.NotFound:
+        return False
+    return latest.info.metadata.get("model_sha256") == metadata["model_sha256"]
+
+
+def finish(metadata: dict, options: Options) -> list[str]:
+    """The steps after the switch, each done only if missing: the BentoML import and the
+    registry aliases. Re-running a promotion killed after its switch completes them."""
+    done = []
+    if options.with_bentoml and not served_by_bentoml(metadata):
+        done.append(f"BentoML model {import_into_bentoml(metadata)}")
+    version = registry_version(metadata)
+    if options.with_registry and version:
+        client = mlflow_client()
+        current = alias_version(client, CHAMPION)
+        if current is None or str(current.version) != version:
+            previous = (metadata.get("promotion") or {}).get("previous_version")
+            if previous:
+                client.set_registered_model_alias(REGISTERED_MODEL, PREVIOUS, previous)
+            client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version)
+            if options.with_dvc:
+                client.set_model_version_tag(
+                    REGISTERED_MODEL, version, "models_dvc", MODELS_DVC.read_text()
+                )
+            done.append(f"registry alias {CHAMPION} -> version {version}")
+    return done
 
 
 def build_metadata(
@@ -507,7 +545,11 @@ def promote(experiment: str | None, options: Options | None = None) -> dict | No
     bundle = checked_bundle(candidate.model, candidate.info, experiment)  # before any write
     champion = current_champion()
     if champion is not None and champion.metadata.get("model_sha256") == candidate.sha256:
-        print(f"{candidate.name} is already the champion ({PROMOTED_DIR}/): nothing to do")
+        completed = finish(champion.metadata, options)
+        print(
+            f"{candidate.name} is already the champion ({PROMOTED_DIR}/)"
+            + (f"; completed: {', '.join(completed)}" if completed else ": nothing to do")
+        )
         return None
     settings = compare.promotion_settings(ROOT)
     decision = gate(candidate, champion, settings)
@@ -521,7 +563,6 @@ def promote(experiment: str | None, options: Options | None = None) -> dict | No
         candidate.model, candidate.info, candidate.rev, experiment, bundle.feature_schema
     )
     previous = registry_version(champion.metadata) if champion else None
-    client = None
     if options.with_registry:
         client = mlflow_client()
         run_id = find_run(client, candidate.sha256)
@@ -546,26 +587,18 @@ def promote(experiment: str | None, options: Options | None = None) -> dict | No
             (staged / PREDICTIONS_NAME).write_bytes(candidate.predictions_file)
         if options.with_dvc:
             dvc_add(staged)
+        write_text(promotion_report(metadata, decision, options.reason), stage / report.name)
         kill_point("staged")
-        switch(stage, options.with_dvc)
+        switch(stage, options.with_dvc, report)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
     kill_point("switched")
-    write_text(promotion_report(metadata, decision, options.reason), report)
-    tag = import_into_bentoml(metadata) if options.with_bentoml else None
-    if client is not None:
-        if previous:
-            client.set_registered_model_alias(REGISTERED_MODEL, PREVIOUS, previous)
-        client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, registry_version(metadata))
-        if options.with_dvc:
-            client.set_model_version_tag(
-                REGISTERED_MODEL, registry_version(metadata), "models_dvc", MODELS_DVC.read_text()
-            )
+    completed = finish(metadata, options)
     print(
         f"promoted {metadata['experiment']} ({metadata['model_name']}, target "
         f"{metadata['target']}, registry version {registry_version(metadata) or '–'}, "
         f"{settings.metric} {_fmt(_metric(metadata['metrics'], settings.metric))}) -> "
-        f"{PROMOTED_DIR}/" + (f" and BentoML model {tag}" if tag else "")
+        f"{PROMOTED_DIR}/" + "".join(f"; {step}" for step in completed)
     )
     if options.with_dvc:
         message = f"Promote {metadata['experiment']} (registry v{registry_version(metadata)})"

@@ -179,11 +179,21 @@ def test_flatten_keeps_cells_scalar() -> None:
 
 def test_helpers_best_row_deltas_and_direction() -> None:
     frame = parsed("success_failed")
-    best = ex.best_row(frame, "test.roc_auc")
-    finished = frame[frame["state"] == "success"]
-    assert best["test.roc_auc"] == finished["test.roc_auc"].max()
-    assert ex.best_row(frame, "test.log_loss")["test.log_loss"] == finished["test.log_loss"].min()
+    # The baseline competes: here main beats every experiment (the recorded issue).
+    best = ex.best_row(frame, "validation.roc_auc")
+    assert best["experiment"] == "main"
+    with_results = frame[frame["state"].isin(ex.OWN_RESULT_STATES)]
+    assert best["validation.roc_auc"] == with_results["validation.roc_auc"].max()
+    lowest = with_results["test.log_loss"].min()
+    assert ex.best_row(frame, "test.log_loss")["test.log_loss"] == lowest
     assert ex.best_row(frame, "no.such.metric") is None
+    ranked = ex.ranking(frame, "validation.roc_auc")
+    assert "exp-bad" not in set(ranked["experiment"])  # failed: no results of its own
+    # A tie keeps the incumbent first; a named experiment goes before the workspace that
+    # holds its results after `dvc exp run`.
+    assert list(ranked["experiment"])[-2:] == ["exp-trees10", "workspace"]
+    tie = parsed("no_experiments")
+    assert ex.best_row(tie, "validation.roc_auc")["experiment"] == "main"
     main = row(frame, "main")
     delta = ex.deltas(frame, main["rev"], ["test.roc_auc"])
     assert delta.loc[main.name, "test.roc_auc"] == 0
