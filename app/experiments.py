@@ -369,11 +369,23 @@ def higher_is_better(metric: str) -> bool:
 TIE_ORDER = {"baseline": 0, WORKSPACE: 2}
 
 
+def without_copied_workspace(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows, minus a workspace that only holds another row's results (the baseline's
+    after a checkout, the last experiment's after `dvc exp run`): ranked once, not twice."""
+    metrics = [m for m in KEY_METRICS if m in frame.columns]
+    if not metrics:
+        return frame
+    results = frame[metrics].apply(lambda row: tuple(row.fillna(-1.0)), axis=1)
+    others = results[(frame["state"] != WORKSPACE) & frame["state"].isin(OWN_RESULT_STATES)]
+    copied = (frame["state"] == WORKSPACE) & results.isin(set(others))
+    return frame[~copied]
+
+
 def ranking(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The rows with results of their own, baselines and workspace included, best first."""
     if metric not in frame.columns:
         return frame.iloc[0:0]
-    ranked = frame[frame["state"].isin(OWN_RESULT_STATES)].assign(
+    ranked = without_copied_workspace(frame[frame["state"].isin(OWN_RESULT_STATES)]).assign(
         _value=lambda f: pd.to_numeric(f[metric], errors="coerce"),
         _tie=lambda f: f["state"].map(TIE_ORDER).fillna(1),
     )

@@ -192,14 +192,8 @@ def best_section(rows: pd.DataFrame, settings: compare.Settings) -> str:
 def uncertainty_section(repo: Path, rows: pd.DataFrame, settings: compare.Settings) -> str:
     """Paired bootstrap intervals of each finished row's deltas against the baseline."""
     base = rows.iloc[0]
-    finished = rows.iloc[1:][rows.iloc[1:]["state"].isin(ex.OWN_RESULT_STATES)]
-    # After `dvc exp run` the workspace holds the last experiment's results: not twice.
-    experiments = finished[finished["state"] != ex.WORKSPACE]
-    metrics = [m for m in ex.KEY_METRICS if m in rows]
-    finished = finished[
-        (finished["state"] != ex.WORKSPACE)
-        | ~finished[metrics].apply(tuple, axis=1).isin(experiments[metrics].apply(tuple, axis=1))
-    ]
+    distinct = ex.without_copied_workspace(rows[rows["state"].isin(ex.OWN_RESULT_STATES)])
+    finished = distinct[distinct["rev"] != base["rev"]]
     if finished.empty:
         return ""
     try:

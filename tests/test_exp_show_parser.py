@@ -189,11 +189,12 @@ def test_helpers_best_row_deltas_and_direction() -> None:
     assert ex.best_row(frame, "no.such.metric") is None
     ranked = ex.ranking(frame, "validation.roc_auc")
     assert "exp-bad" not in set(ranked["experiment"])  # failed: no results of its own
-    # A tie keeps the incumbent first; a named experiment goes before the workspace that
-    # holds its results after `dvc exp run`.
-    assert list(ranked["experiment"])[-2:] == ["exp-trees10", "workspace"]
-    tie = parsed("no_experiments")
-    assert ex.best_row(tie, "validation.roc_auc")["experiment"] == "main"
+    # The workspace holding exp-trees10's results (after `dvc exp run`) is ranked once.
+    assert list(ranked["experiment"]) == ["main", "exp-depth8", "exp-trees10"]
+    tie = parsed("no_experiments")  # the workspace holds main's results
+    assert list(ex.ranking(tie, "validation.roc_auc")["experiment"]) == ["main"]
+    edited = tie.assign(**{"test.roc_auc": [0.9, 0.7]})  # a workspace of its own: ranked
+    assert list(ex.ranking(edited, "validation.roc_auc")["experiment"]) == ["main", "workspace"]
     main = row(frame, "main")
     delta = ex.deltas(frame, main["rev"], ["test.roc_auc"])
     assert delta.loc[main.name, "test.roc_auc"] == 0
