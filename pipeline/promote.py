@@ -162,7 +162,7 @@ def read_model_files(experiment: str | None) -> tuple[bytes, dict, str]:
 def read_candidate(experiment: str | None) -> Candidate:
     model, info, rev = read_model_files(experiment)
     try:
-        predictions = compare.read_predictions_bytes(ROOT, None if experiment is None else rev)
+        predictions = compare.read_predictions_bytes(".", None if experiment is None else rev)
     except compare.CompareError:
         predictions = None  # a model trained before predictions were written
     return Candidate(model, info, rev, experiment, predictions)
@@ -237,11 +237,12 @@ def _fmt(value: float | None) -> str:
     return "–" if value is None else f"{value:.4f}"
 
 
-def gate(candidate: Candidate, champion: Champion | None, settings: compare.Settings) -> Decision:
+def gate(candidate: Candidate, champion: Champion | None) -> Decision:
     """Whether ``candidate`` may replace ``champion``, and the comparison as Markdown."""
     name = candidate.name
     if champion is None:
         return Decision(True, ["first promotion: no champion to beat"], "No champion yet.")
+    settings = compare.promotion_settings(".")  # the gate's settings: params.yaml promotion
     old = champion.metadata
     old_name = f"champion {old.get('experiment')} (v{registry_version(old) or '?'})"
     metric = settings.metric
@@ -366,12 +367,12 @@ def stage_directory() -> Path:
     """A hidden temporary directory next to ``models/`` (a leftover if we are killed)."""
     remove_leftovers(PROMOTED_DIR)
     prefix = f".{PROMOTED_DIR.name}.tmp-"  # pipeline.io's temporary naming
-    return Path(tempfile.mkdtemp(dir=ROOT, prefix=prefix))
+    return Path(tempfile.mkdtemp(dir=".", prefix=prefix))
 
 
 def dvc_add(path: Path) -> None:
     """``dvc add`` the staged directory: fills the cache and writes its .dvc file beside it."""
-    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(path)], check=True, cwd=ROOT)
+    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(path)], check=True)
 
 
 def switch(stage: Path, with_dvc: bool, report: Path | None = None) -> None:
@@ -551,8 +552,7 @@ def promote(experiment: str | None, options: Options | None = None) -> dict | No
             + (f"; completed: {', '.join(completed)}" if completed else ": nothing to do")
         )
         return None
-    settings = compare.promotion_settings(ROOT)
-    decision = gate(candidate, champion, settings)
+    decision = gate(candidate, champion)
     print(decision.report)
     if not decision.passed:
         summary = "; ".join(decision.reasons)
@@ -596,8 +596,7 @@ def promote(experiment: str | None, options: Options | None = None) -> dict | No
     completed = finish(metadata, options)
     print(
         f"promoted {metadata['experiment']} ({metadata['model_name']}, target "
-        f"{metadata['target']}, registry version {registry_version(metadata) or '–'}, "
-        f"{settings.metric} {_fmt(_metric(metadata['metrics'], settings.metric))}) -> "
+        f"{metadata['target']}, registry version {registry_version(metadata) or '–'}) -> "
         f"{PROMOTED_DIR}/" + "".join(f"; {step}" for step in completed)
     )
     if options.with_dvc:
@@ -625,7 +624,6 @@ def rollback(with_bentoml: bool = True) -> dict:
         subprocess.run(
             [sys.executable, "-m", "dvc", "checkout", "-q", str(stage / MODELS_DVC.name)],
             check=True,
-            cwd=ROOT,
         )
         metadata = json.loads((stage / PROMOTED_DIR.name / METADATA_NAME).read_text())
         kill_point("staged")
@@ -710,7 +708,7 @@ def main(argv: list[str] | None = None) -> int:
         RegistryError,
         compare.CompareError,
     ) as error:
-        print(f"promote: refusing: {error}", file=sys.stderr)
+        print(f"promote: refusing to promote: {error}", file=sys.stderr)
         return REFUSED_EXIT
     return 0
 
