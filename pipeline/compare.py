@@ -14,8 +14,8 @@ resampling users alone would understate the variance.
 
 Vectorised: a block of resamples is a matrix of row weights (how often each row was drawn);
 F1 and log loss are weighted sums (one matrix product), ROC-AUC the weighted Mann-Whitney
-statistic over the scores sorted once, tied scores grouped. 1,000 resamples of 22k rows take
-about a second.
+statistic over the scores sorted once (ties counting 1/2). 1,000 resamples of the 22,437
+bundled test accidents take about 2 s of CPU for a pair of models.
 """
 
 from __future__ import annotations
