@@ -14,7 +14,7 @@ PORT ?= 3000
 WORKERS ?= 2
 EXP ?=
 
-.PHONY: help install data run test reliability lint typecheck format bench promote mlflow_ui \
+.PHONY: help install data run test reliability lint typecheck format bench promote rollback mlflow_ui \
 	do_etl do_etl_full do_etl_chunked ingest_data_chunked clean_data assign_splits \
 	train_model do_ml_pipeline progress features_doc
 
@@ -32,7 +32,7 @@ data: install ## fetch the embedded raw BAAC dump (data.dvc) from the in-repo DV
 
 run: data ## the whole job: install, data, every pipeline stage, promote, show metrics
 	$(RUN) dvc repro
-	$(RUN) python -m pipeline.promote
+	$(RUN) python -m pipeline.promote --if-better
 	$(RUN) python -m pipeline.train --show
 
 # Two processes, one test file each at a time (module fixtures such as the real experiment repo
@@ -85,8 +85,14 @@ train_model: ## train stage
 do_ml_pipeline: ## clean -> split -> train
 	$(RUN) dvc repro train
 
-promote: ## promote the workspace model, or EXP=<experiment name>
-	$(RUN) python -m pipeline.promote $(if $(EXP),--experiment $(EXP))
+# The gate (docs/experiments.md): promotes only a challenger that beats the champion on the
+# validation selection metric and is not significantly worse on the test rows (exit 1 otherwise).
+promote: ## promote the workspace model, or EXP=<experiment>, if it passes the gate (FORCE=1 REASON="...")
+	$(RUN) python -m pipeline.promote $(if $(EXP),--experiment $(EXP)) \
+		$(if $(FORCE),--force --reason "$(REASON)")
+
+rollback: ## make the registry's previous champion the champion again
+	$(RUN) python -m pipeline.promote --rollback
 
 mlflow_ui: ## MLflow UI on the local SQLite store
 	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port 5000
@@ -144,7 +150,7 @@ dashboard: ## experiments dashboard (Streamlit) on http://$(HOST):$(DASHBOARD_PO
 	$(RUN) streamlit run app/dashboard.py --server.headless true \
 		--server.address $(HOST) --server.port $(DASHBOARD_PORT) --browser.gatherUsageStats false
 
-review: ## Markdown review vs BASELINE (main) of EXPS="a b" (default: all) -> reports/
+review: ## ranking on validation, best or "no experiment beats main", intervals -> reports/
 	$(RUN) python -m pipeline.review --baseline $(BASELINE) $(EXPS)
 
 sweep: ## queue a sweep (default: 6 forests on the full 2018 data), run WORKERS at a time

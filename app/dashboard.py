@@ -30,6 +30,7 @@ import streamlit as st
 
 from app import experiments as ex
 from app import predict_client as pc
+from pipeline import compare as cmp
 from pipeline.io import write_text
 from pipeline.paths import ROOT
 from pipeline.schema import CODES
@@ -169,24 +170,71 @@ def best_cells(column: pd.Series, frame: pd.DataFrame) -> list[str]:
     return [BEST_CSS if best is not None and i == best.name else "" for i in column.index]
 
 
-def best_experiment(frame: pd.DataFrame, metrics: list[str]) -> None:
+def best_experiment(repo: str, frame: pd.DataFrame, state: str) -> None:
+    """The ranking on the selection metric (validation), the baseline competing, and the
+    paired bootstrap intervals of the top challenger against the baseline."""
     st.subheader("Best experiment")
-    if not metrics:
-        st.info("No numeric metrics yet: run `dvc exp run` or `make sweep`.")
-        return
-    metric = st.selectbox("Metric", metrics)
-    best = ex.best_row(frame, metric)
-    if best is None:
+    settings = cmp.promotion_settings(repo)
+    metric = settings.metric
+    baselines = frame[frame["state"].isin(BASELINE_STATES)]
+    base = baselines.sort_values("state", key=lambda s: s != "baseline", kind="stable").iloc[0]
+    ranked = ex.ranking(frame[frame["baseline_rev"] == base["rev"]], metric)
+    if ranked.empty or pd.isna(base.get(metric)):
         st.info(f"No finished experiment with {metric} yet: `make sweep` or `dvc exp run -S ...`.")
         return
-    direction = "highest" if ex.higher_is_better(metric) else "lowest"
-    reference = frame[frame["rev"] == best["baseline_rev"]]
-    delta = ""
-    if not reference.empty and pd.notna(reference.iloc[0].get(metric)):
-        delta = f" ({best[metric] - reference.iloc[0][metric]:+.4f} vs {best['baseline']})"
-    st.success(f"**{best['label']}** has the {direction} {metric}: {best[metric]:.4f}{delta}")
-    st.caption("Apply it to the workspace and promote its model:")
-    st.code(f"dvc exp apply {best['experiment']} && make promote", language="bash")
+    others = ranked[ranked["rev"] != base["rev"]]
+    top = others.iloc[0] if not others.empty else None
+    if top is None or not settings.beats(float(top[metric]), float(base[metric])):
+        st.info(
+            f"No experiment beats {base['label']} on {metric} ({base[metric]:.4f}): "
+            "nothing to promote."
+        )
+    else:
+        delta = top[metric] - base[metric]
+        st.success(
+            f"**{top['label']}** beats {base['label']} on {metric}: {top[metric]:.4f} "
+            f"({delta:+.4f})"
+        )
+        st.caption("Promote it (the gate re-checks it against the champion):")
+        command = (
+            "make promote"
+            if top["state"] == ex.WORKSPACE
+            else f"make promote EXP={top['experiment']}"
+        )
+        st.code(command, language="bash")
+    reported = [m for m in ("test.roc_auc", "test.f1_macro", "test.log_loss") if m in ranked]
+    table = ranked[["label", metric, *reported]].rename(columns={"label": "experiment"})
+    table.insert(2, f"Δ vs {base['label']}", ranked[metric] - base[metric])
+    st.caption(f"Ranked on {metric} (validation); test metrics beside, not used to choose.")
+    config = {c: st.column_config.NumberColumn(c, format="%.4f") for c in table.columns[1:]}
+    st.dataframe(table.head(10), hide_index=True, column_config=config, key="ranking_table")
+    if top is not None:
+        guarded(intervals, repo, base, top, state, settings)
+
+
+@st.cache_data(show_spinner="Paired bootstrap on the test rows…", max_entries=64)
+def cached_intervals(repo: str, revs: tuple[str, str], state: str, bootstrap: str) -> pd.DataFrame:
+    """Intervals of ``revs[1]`` − ``revs[0]``; ``state`` keys the workspace's predictions."""
+    tables = [cmp.read_predictions(repo, None if r == ex.WORKSPACE else r) for r in revs]
+    return cmp.interval_frame(cmp.compare_predictions(*tables, json.loads(bootstrap)))
+
+
+def intervals(
+    repo: str, base: pd.Series, top: pd.Series, state: str, settings: cmp.Settings
+) -> None:
+    st.markdown(f"**{top['label']} − {base['label']}: 95 % paired bootstrap on the test rows**")
+    if os.environ.get(EXP_SHOW_ENV):
+        st.caption("No intervals for a recorded `dvc exp show` answer (no predictions to read).")
+        return
+    try:
+        table = cached_intervals(
+            repo, (base["rev"], top["rev"]), state, json.dumps(settings.bootstrap, sort_keys=True)
+        )
+    except cmp.CompareError as error:
+        st.caption(f"No intervals: {error}")
+        return
+    config = {c: st.column_config.NumberColumn(c, format="%+.4f") for c in ("Δ", "low", "high")}
+    st.dataframe(table, hide_index=True, column_config=config, key="intervals_table")
 
 
 def default_selection(candidates: pd.DataFrame, metric: str | None) -> list[str]:
@@ -493,7 +541,7 @@ def main() -> None:
     frame, state = load(repo, all_commits)
     metrics = [m for m in ex.KEY_METRICS if m in ex.metric_columns(frame)]
     guarded(experiments_table, frame, metrics)
-    guarded(best_experiment, frame, metrics)
+    guarded(best_experiment, repo, frame, state)
     guarded(compare, repo, frame, metrics, state)
     guarded(ingestion_progress, repo)
     guarded(prediction_form)

@@ -350,13 +350,40 @@ def higher_is_better(metric: str) -> bool:
     return not metric.rsplit(".", 1)[-1].endswith(LOWER_IS_BETTER)
 
 
-def best_row(frame: pd.DataFrame, metric: str) -> pd.Series | None:
-    """The experiment with the best value of ``metric`` (baselines excluded); None if none."""
+# On a tie the incumbent stays ahead, and a named experiment beats the workspace that merely
+# holds its results (after `dvc exp run`): baseline commit, experiments, workspace.
+TIE_ORDER = {"baseline": 0, WORKSPACE: 2}
+
+
+def without_copied_workspace(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows, minus a workspace that only holds another row's results (the baseline's
+    after a checkout, the last experiment's after `dvc exp run`): ranked once, not twice."""
+    metrics = [m for m in KEY_METRICS if m in frame.columns]
+    if not metrics:
+        return frame
+    results = frame[metrics].apply(lambda row: tuple(row.fillna(-1.0)), axis=1)
+    others = results[(frame["state"] != WORKSPACE) & frame["state"].isin(OWN_RESULT_STATES)]
+    copied = (frame["state"] == WORKSPACE) & results.isin(set(others))
+    return frame[~copied]
+
+
+def ranking(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The rows with results of their own, baselines and workspace included, best first."""
     if metric not in frame.columns:
-        return None
-    candidates = frame[~frame["state"].isin([WORKSPACE, "baseline"])]
-    values = pd.to_numeric(candidates[metric], errors="coerce").dropna()
-    if values.empty:
-        return None
-    best = values.idxmax() if higher_is_better(metric) else values.idxmin()
-    return frame.loc[best]
+        return frame.iloc[0:0]
+    ranked = without_copied_workspace(frame[frame["state"].isin(OWN_RESULT_STATES)]).assign(
+        _value=lambda f: pd.to_numeric(f[metric], errors="coerce"),
+        _tie=lambda f: f["state"].map(TIE_ORDER).fillna(1),
+    )
+    ranked = ranked.dropna(subset=["_value"])
+    ranked = ranked.sort_values(
+        ["_value", "_tie"], ascending=[not higher_is_better(metric), True], kind="stable"
+    )
+    return ranked.drop(columns=["_value", "_tie"])
+
+
+def best_row(frame: pd.DataFrame, metric: str) -> pd.Series | None:
+    """The row with the best ``metric``, the baseline and the workspace competing too (an
+    experiment worse than ``main`` is never "best"); None if no row has the metric."""
+    ranked = ranking(frame, metric)
+    return None if ranked.empty else ranked.iloc[0]

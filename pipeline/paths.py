@@ -30,6 +30,10 @@ MODEL_FILE = MODEL_DIR / "model.joblib"
 MODEL_INFO = MODEL_DIR / "model_info.json"
 MODEL_CARD = MODEL_DIR / "model_card.md"
 EVALUATION = MODEL_DIR / "evaluation.json"  # every metric, per class and per year
+# Per-row validation and test probabilities (pipeline/compare.py): inside model/, the train
+# stage's cached output, so that every experiment commit carries its own.
+PREDICTIONS_FILE = MODEL_DIR / "predictions.parquet"
+PROMOTIONS_DIR = REPORTS_DIR / "promotions"
 PARAMS_FILE = Path("params.yaml")
 # Monitoring (docs/monitoring.md): out-of-time evaluation, drift per chunk, live drift.
 MONITOR_DIR = PROCESSED_DIR / "monitor"

@@ -4,7 +4,10 @@
 
 With no experiment named, every experiment derived from the baseline is reviewed. The report
 holds the key metrics with deltas against the baseline, the params each experiment changed,
-the data snapshot it trained on (chunks and rows of ``metrics/data.json``), ROC,
+the data snapshot it trained on (chunks and rows of ``metrics/data.json``), the ranking on
+the selection metric (``promotion.metric``, a validation metric) with the baseline and the
+workspace competing, the best one (or "no experiment beats <baseline>"), paired bootstrap
+intervals of every delta on the test rows (``pipeline/compare.py``), ROC,
 precision-recall and feature-importance plots rendered as PNG next to it, every other changed
 metric, and the commands that take the winner further. It is written atomically to
 ``reports/review-<baseline>-vs-<experiments>.md`` and printed.
@@ -23,6 +26,7 @@ from typing import Any
 import pandas as pd
 
 from app import experiments as ex
+from pipeline import compare
 from pipeline.io import atomic_path, write_text
 from pipeline.paths import REPORTS_DIR, ROOT
 
@@ -123,19 +127,97 @@ def metrics_section(rows: pd.DataFrame) -> str:
     )
 
 
-def best_section(rows: pd.DataFrame, metric: str = "test.roc_auc") -> str:
+def _with_workspace(frame: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    """The reviewed rows plus the workspace, when it sits on the baseline: ranked too."""
+    base = rows.iloc[0]
+    workspace = frame[(frame["state"] == ex.WORKSPACE) & (frame["baseline_rev"] == base["rev"])]
+    return (
+        pd.concat([rows, workspace], ignore_index=True) if base["state"] != ex.WORKSPACE else rows
+    )
+
+
+def ranking_section(rows: pd.DataFrame, settings: compare.Settings) -> str:
+    metric, base = settings.metric, rows.iloc[0]
+    ranked = ex.ranking(rows, metric)
+    if ranked.empty:
+        return f"## Ranking\n\nNo reviewed row has {metric}."
+    reported = [m for m in ("test.roc_auc", "test.f1_macro", "test.log_loss") if m in rows]
+    body = [
+        [
+            str(rank),
+            f"**{row['experiment']}**" if row["rev"] == base["rev"] else str(row["experiment"]),
+            fmt_delta(row[metric], base[metric]),
+            *map(fmt, row[reported]),
+        ]
+        for rank, (_, row) in enumerate(ranked.iterrows(), start=1)
+    ]
+    note = (
+        f"Ranked on **{metric}** (`promotion.metric`: choose on validation), the baseline and "
+        "the workspace included; test metrics are reported beside, never used to choose."
+    )
+    return f"## Ranking\n\n{note}\n\n" + table(["#", "experiment", metric, *reported], body)
+
+
+def best_section(rows: pd.DataFrame, settings: compare.Settings) -> str:
+    metric, base = settings.metric, rows.iloc[0]
     best = ex.best_row(rows, metric)
     if best is None:
         return f"## Best\n\nNo reviewed experiment has {metric}."
-    base = rows.iloc[0]
-    return (
-        f"## Best\n\n**{best['experiment']}** by {metric}: "
-        f"{fmt_delta(best[metric], base[metric])} vs {base['experiment']}.\n\n"
-        "```bash\n"
-        f"dvc exp branch {best['experiment']} exp/{best['experiment']}   # or, in place:\n"
-        f"dvc exp apply {best['experiment']} && make promote\n"
-        "```"
+    challengers = ex.ranking(rows, metric)
+    challengers = challengers[challengers["rev"] != base["rev"]]
+    top = challengers.iloc[0] if not challengers.empty else None
+    if top is None or not settings.beats(float(top[metric]), float(base[metric])):
+        runner_up = (
+            f" The best of the others, {top['experiment']}, has "
+            f"{fmt_delta(top[metric], base[metric])}."
+            if top is not None
+            else ""
+        )
+        return (
+            f"## Best\n\n**No experiment beats {base['experiment']}** on {metric} "
+            f"({fmt(base[metric])}; needs a gain > 0 and >= promotion.min_delta = "
+            f"{settings.min_delta}).{runner_up} Nothing to promote."
+        )
+    command = (
+        "make promote" if top["state"] == ex.WORKSPACE else f"make promote EXP={top['experiment']}"
     )
+    return (
+        f"## Best\n\n**{top['experiment']}** beats {base['experiment']} on {metric}: "
+        f"{fmt_delta(top[metric], base[metric])}. Promote it (the gate re-checks it against "
+        "the champion, with the paired bootstrap on the test rows):\n\n"
+        f"```bash\n{command}\n```"
+    )
+
+
+def uncertainty_section(repo: Path, rows: pd.DataFrame, settings: compare.Settings) -> str:
+    """Paired bootstrap intervals of each finished row's deltas against the baseline."""
+    base = rows.iloc[0]
+    distinct = ex.without_copied_workspace(rows[rows["state"].isin(ex.OWN_RESULT_STATES)])
+    finished = distinct[distinct["rev"] != base["rev"]]
+    if finished.empty:
+        return ""
+    try:
+        reference = compare.read_predictions(repo, _rev(base))
+    except compare.CompareError as error:
+        return f"## Uncertainty\n\nNo intervals: {error}."
+    parts = []
+    for _, row in finished.iterrows():
+        try:
+            comparison = compare.compare_predictions(
+                reference, compare.read_predictions(repo, _rev(row)), settings.bootstrap
+            )
+        except compare.CompareError as error:
+            parts.append(f"**{row['experiment']}**: no intervals: {error}.")
+            continue
+        name = str(row["experiment"])
+        parts.append(
+            f"**{name}**\n\n" + compare.markdown_table(comparison, base["experiment"], name)
+        )
+    return "## Uncertainty (test split)\n\n" + "\n\n".join(parts)
+
+
+def _rev(row: pd.Series) -> str | None:
+    return None if row["rev"] == ex.WORKSPACE else str(row["rev"])
 
 
 def params_section(rows: pd.DataFrame) -> str:
@@ -272,8 +354,16 @@ def plots_section(repo: Path, rows: pd.DataFrame, out_dir: Path, name: str) -> s
 
 
 def build_report(
-    repo: Path, rows: pd.DataFrame, baseline: str, out_dir: Path, name: str, plots: bool
+    repo: Path,
+    rows: pd.DataFrame,
+    baseline: str,
+    out_dir: Path,
+    name: str,
+    plots: bool,
+    ranked: pd.DataFrame | None = None,
 ) -> str:
+    settings = compare.promotion_settings(repo)
+    ranked = rows if ranked is None else ranked
     reviewed = ", ".join(str(r) for r in rows["experiment"].iloc[1:]) or "none"
     header = (
         f"# Experiment review: {reviewed} vs {baseline}\n\n"
@@ -285,7 +375,9 @@ def build_report(
     sections = [
         header,
         metrics_section(rows),
-        best_section(rows),
+        ranking_section(ranked, settings),
+        best_section(ranked, settings),
+        uncertainty_section(repo, ranked, settings),
         unfinished_section(rows),
         params_section(rows),
         snapshot_section(rows),
@@ -310,7 +402,12 @@ def review(
     name = slug(baseline, names)
     target = output or repo / REPORTS_DIR / f"review-{name}.md"
     target.parent.mkdir(parents=True, exist_ok=True)
-    report = build_report(repo, rows, baseline, target.parent, name, plots)
+    try:
+        report = build_report(
+            repo, rows, baseline, target.parent, name, plots, _with_workspace(frame, rows)
+        )
+    except compare.CompareError as exc:
+        raise ReviewError(str(exc)) from exc
     write_text(report, target)
     return target, report
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import logging
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -25,9 +26,9 @@ from omegaconf import DictConfig, OmegaConf
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.inspection import permutation_importance
 
-from pipeline import evaluate, schema, tracking
+from pipeline import compare, evaluate, schema, tracking
 from pipeline.features import ACCIDENT, USER, build_features, feature_schema
-from pipeline.io import read_json, write_json, write_text
+from pipeline.io import read_json, write_json, write_parquet, write_text
 from pipeline.model_store import ModelBundle, save_model
 from pipeline.params import load_params
 from pipeline.paths import (
@@ -40,6 +41,7 @@ from pipeline.paths import (
     MODEL_FILE,
     MODEL_INFO,
     PLOTS_DIR,
+    PREDICTIONS_FILE,
     TRAIN_METRICS,
 )
 
@@ -65,6 +67,7 @@ class TrainingData:
     classes: np.ndarray
     labels: list[str]
     chunk: np.ndarray  # arrival chunk of each row (of its accident for a user-level target)
+    keys: pd.DataFrame  # num_acc (and user_id for a road-user target) of each row
 
     def part(self, name: str) -> tuple[pd.DataFrame, np.ndarray]:
         rows = self.split == name
@@ -101,6 +104,7 @@ def load_training_data(target: DictConfig, groups: list[str]) -> TrainingData:
         classes,
         labels,
         frame["arrival_chunk"].to_numpy(dtype=int),
+        frame[[schema.KEY, schema.USER_KEY] if target.unit == USER else [schema.KEY]],
     )
 
 
@@ -149,14 +153,16 @@ def plot_importance(importance: pd.DataFrame, target: Path, top: int = 25) -> No
     plt.close(figure)
 
 
-def evaluate_model(model, data: TrainingData) -> tuple[dict, np.ndarray]:
-    results = {}
+def evaluate_model(model, data: TrainingData) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metrics per split (and test per year); the probabilities of each split's rows."""
+    results, probas = {}, {}
     for split in ("validation", "test"):
         features, target = data.part(split)
-        proba = model.predict_proba(features)
-        results[split] = evaluate.classification_metrics(target, proba, data.classes, data.labels)
-        if split == "test":
-            test_proba = proba
+        probas[split] = model.predict_proba(features)
+        results[split] = evaluate.classification_metrics(
+            target, probas[split], data.classes, data.labels
+        )
+    test_proba = probas["test"]
     test_years = data.year[data.split == "test"]
     _, test_target = data.part("test")
     results["test_by_year"] = {
@@ -168,7 +174,21 @@ def evaluate_model(model, data: TrainingData) -> tuple[dict, np.ndarray]:
         )
         for year in np.unique(test_years)
     }
-    return results, test_proba
+    return results, probas
+
+
+def write_predictions(data: TrainingData, probas: dict[str, np.ndarray]) -> None:
+    """Per-row validation and test probabilities, for paired comparisons between models."""
+    rows = [np.flatnonzero(data.split == split) for split in probas]
+    order = np.concatenate(rows)
+    table = compare.predictions_table(
+        data.keys.iloc[order],
+        data.split[order],
+        np.searchsorted(data.classes, data.target[order]),
+        np.concatenate(list(probas.values())),
+        data.labels,
+    )
+    write_parquet(table, PREDICTIONS_FILE)
 
 
 def write_plots(data: TrainingData, test_proba: np.ndarray, importance: pd.DataFrame) -> None:
@@ -286,6 +306,10 @@ def log_to_mlflow(info: dict, metrics: dict, params: DictConfig, bundle: ModelBu
                 "data.dataset_sha256": info["data_snapshot"]["dataset_sha256"],
                 "data.chunks_ingested": str(info["data_snapshot"]["chunks_ingested"]),
                 "model.size_mb": str(info["model_size_mb"]),
+                # How `make promote` finds this run again: the model file's hash (the run id
+                # is random, so no DVC output of this stage may carry it) and the experiment.
+                "model.sha256": file_sha256(MODEL_FILE),
+                "dvc.experiment": os.environ.get("DVC_EXP_NAME", "workspace"),
             }
         )
         for artifact in (MODEL_INFO, MODEL_CARD, PLOTS_DIR / "importance.png", EVALUATION):
@@ -317,7 +341,7 @@ def train(params: DictConfig) -> dict:
     started = time.perf_counter()
     model.fit(x_train, y_train)
     fit_seconds = time.perf_counter() - started
-    metrics, test_proba = evaluate_model(model, data)
+    metrics, probas = evaluate_model(model, data)
     importance = feature_importance(model, data)
     bundle = ModelBundle(
         model=model,
@@ -335,7 +359,8 @@ def train(params: DictConfig) -> dict:
     metrics["model"] = {"size_mb": round(size / 1e6, 2), "features": len(bundle.features)}
     write_json(headline_metrics(metrics), TRAIN_METRICS, sort_keys=False)
     write_json(metrics, EVALUATION)
-    write_plots(data, test_proba, importance)
+    write_plots(data, probas["test"], importance)
+    write_predictions(data, probas)
     info = {
         "target": bundle.target,
         "unit": bundle.unit,

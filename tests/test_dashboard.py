@@ -81,11 +81,32 @@ def test_bar_chart_starts_at_zero(monkeypatch) -> None:
         assert spec["encoding"]["y"]["scale"] == {"zero": True}
 
 
-def test_best_experiment_and_promote_command(monkeypatch) -> None:
-    at = render(monkeypatch, FIXTURES / "success_failed.json")
-    assert any("has the highest test.roc_auc" in s.value for s in at.success)
-    assert any(c.value.startswith("dvc exp apply exp-") for c in at.code)
-    assert any(c.value.endswith("&& make promote") for c in at.code)
+def test_no_experiment_beats_main_and_no_promote_command(monkeypatch) -> None:
+    at = render(monkeypatch, FIXTURES / "success_failed.json")  # main beats both experiments
+    assert problems(at) == []
+    assert any("No experiment beats main on validation.roc_auc" in i.value for i in at.info), [
+        i.value for i in at.info
+    ]
+    assert not any("promote" in c.value or "dvc exp apply" in c.value for c in at.code)
+    ranking = next(d.value for d in at.dataframe if "Δ vs main" in d.value.columns)
+    assert ranking["experiment"].iloc[0] == "main"
+
+
+def test_an_experiment_that_beats_main_gets_the_promote_command(
+    monkeypatch, tmp_path: Path
+) -> None:
+    records = json.loads((FIXTURES / "success_failed.json").read_text())
+    for baseline in records:
+        for experiment in baseline.get("experiments") or []:
+            if experiment["name"] == "exp-depth8":  # recorded 0.7267, main 0.7297: now ahead
+                data = experiment["revs"][0]["data"]["metrics"]["metrics/train.json"]["data"]
+                data["validation"]["roc_auc"] = 0.75
+    edited = tmp_path / "depth8_ahead.json"
+    edited.write_text(json.dumps(records))
+    at = render(monkeypatch, edited)
+    assert problems(at) == []
+    assert any("**exp-depth8** beats main on validation.roc_auc" in s.value for s in at.success)
+    assert [c.value for c in at.code] == ["make promote EXP=exp-depth8"]
 
 
 # --- prediction form ------------------------------------------------------------------

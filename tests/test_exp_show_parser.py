@@ -179,11 +179,22 @@ def test_flatten_keeps_cells_scalar() -> None:
 
 def test_helpers_best_row_and_direction() -> None:
     frame = parsed("success_failed")
-    best = ex.best_row(frame, "test.roc_auc")
-    finished = frame[frame["state"] == "success"]
-    assert best["test.roc_auc"] == finished["test.roc_auc"].max()
-    assert ex.best_row(frame, "test.log_loss")["test.log_loss"] == finished["test.log_loss"].min()
+    # The baseline competes: here main beats every experiment (the recorded issue).
+    best = ex.best_row(frame, "validation.roc_auc")
+    assert best["experiment"] == "main"
+    with_results = frame[frame["state"].isin(ex.OWN_RESULT_STATES)]
+    assert best["validation.roc_auc"] == with_results["validation.roc_auc"].max()
+    lowest = with_results["test.log_loss"].min()
+    assert ex.best_row(frame, "test.log_loss")["test.log_loss"] == lowest
     assert ex.best_row(frame, "no.such.metric") is None
+    ranked = ex.ranking(frame, "validation.roc_auc")
+    assert "exp-bad" not in set(ranked["experiment"])  # failed: no results of its own
+    # The workspace holding exp-trees10's results (after `dvc exp run`) is ranked once.
+    assert list(ranked["experiment"]) == ["main", "exp-depth8", "exp-trees10"]
+    tie = parsed("no_experiments")  # the workspace holds main's results
+    assert list(ex.ranking(tie, "validation.roc_auc")["experiment"]) == ["main"]
+    edited = tie.assign(**{"test.roc_auc": [0.9, 0.7]})  # a workspace of its own: ranked
+    assert list(ex.ranking(edited, "validation.roc_auc")["experiment"]) == ["main", "workspace"]
     assert ex.higher_is_better("test.roc_auc") and not ex.higher_is_better("test.log_loss")
     assert ex.metric_columns(frame)[0] == "test.roc_auc"
     assert "chunks_ingested" not in ex.metric_columns(frame)

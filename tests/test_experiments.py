@@ -138,7 +138,13 @@ def test_review_reports_metric_deltas(repo: Path, tmp_path: Path) -> None:
         image = f"review-main-vs-{'-'.join(names)}-{kind}.png"
         assert f"]({image})" in report
         assert (report_path.parent / image).stat().st_size > 1000
-    assert "dvc exp apply" in report and "dvc plots diff main " in report
+    assert "dvc plots diff main " in report
+    # Ranked on validation with main competing; a promote command only for a winner.
+    assert "## Ranking" in report and "Ranked on **validation.roc_auc**" in report
+    best = report.split("## Best")[1].split("##")[0]
+    assert ("No experiment beats main" in best) != ("make promote EXP=" in best), best
+    assert "dvc exp apply" not in report
+    assert report.count("95% percentile intervals of") == len(names)
 
 
 # --- a real browser ------------------------------------------------------------------------
@@ -202,7 +208,7 @@ def test_browser_shows_table_and_comparison_chart(dashboard_url: str, tmp_path: 
             chart = page.locator('[data-testid="stVegaLiteChart"]').first
             chart.wait_for(state="visible", timeout=60_000)
             chart.scroll_into_view_if_needed()
-            page.get_by_text("has the highest test.roc_auc").wait_for(timeout=30_000)
+            page.get_by_text("Ranked on validation.roc_auc").wait_for(timeout=30_000)
             page.screenshot(path=str(tmp_path / "dashboard.png"), full_page=True)
             assert chart.bounding_box()["height"] > 100
             assert table.bounding_box()["height"] > 100

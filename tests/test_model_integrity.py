@@ -166,10 +166,13 @@ def test_promote_refuses_a_tampered_model_and_writes_nothing(real_bundle, worksp
 def test_promote_accepts_the_real_model_and_records_its_schema(
     real_bundle, workspace, tmp_path, monkeypatch
 ):
-    """The control: the same set-up with the untampered bundle is promoted."""
+    """The control: the same set-up with the untampered bundle is promoted (as a first
+    promotion: the gate against a champion is tests/test_promotion.py's)."""
     repo = code_copy(tmp_path / "repo", real_bundle, workspace)
+    shutil.rmtree(repo / PROMOTED_DIR)
     monkeypatch.chdir(repo)
-    metadata = promote.promote(None, track_with_dvc=False, bentoml=False)
+    options = promote.Options(with_dvc=False, with_bentoml=False, with_registry=False)
+    metadata = promote.promote(None, options)
     assert metadata["feature_schema"] == real_bundle.feature_schema
     written = json.loads((repo / PROMOTED_DIR / "metadata.json").read_text())
     assert written["feature_schema"] == real_bundle.feature_schema
