@@ -216,7 +216,8 @@ def best_experiment(repo: str, frame: pd.DataFrame, state: str) -> None:
 def cached_intervals(repo: str, revs: tuple[str, str], state: str, bootstrap: str) -> pd.DataFrame:
     """Intervals of ``revs[1]`` − ``revs[0]``; ``state`` keys the workspace's predictions."""
     tables = [cmp.read_predictions(repo, None if r == ex.WORKSPACE else r) for r in revs]
-    return cmp.interval_frame(cmp.compare_predictions(*tables, json.loads(bootstrap)))
+    champion, challenger = tables
+    return cmp.interval_frame(cmp.compare_predictions(champion, challenger, json.loads(bootstrap)))
 
 
 def intervals(
@@ -241,7 +242,7 @@ def default_selection(candidates: pd.DataFrame, metric: str | None) -> list[str]
     """The HEAD baseline and the two best experiments by ``metric`` (else the workspace)."""
     baseline = candidates[candidates["state"] == "baseline"]["label"].head(1).tolist()
     others = candidates[~candidates["state"].isin(BASELINE_STATES)]
-    if metric in others.columns:
+    if metric is not None and metric in others.columns:
         others = others.sort_values(metric, ascending=not ex.higher_is_better(metric))
     chosen = (baseline + others["label"].head(2).tolist())[:3]
     rest = [label for label in candidates["label"] if label not in chosen]
@@ -444,7 +445,8 @@ def prediction_form() -> None:
             field: _code_input(field, example.get(field), columns[i % 3])
             for i, field in enumerate(pc.FORM_FIELDS)
         }
-        vma = example.get("vma") if isinstance(example.get("vma"), int | float) else 50
+        vma = example.get("vma")
+        vma = vma if isinstance(vma, int | float) else 50
         values["vma"] = columns[2].number_input("vma (km/h)", 5, 130, int(vma), step=10)
         values["hour"] = columns[0].slider("hour", 0, 23, pc.record_hour(example))
         catv = [c for c in pc.record_catv(example) if c in CODES["catv"]]

@@ -233,7 +233,7 @@ def _params(data: dict) -> tuple[dict[str, Any], list[str]]:
 
 
 def _row(record: dict, baseline: tuple[str, str], executor: Any, is_baseline: bool) -> dict:
-    data = record.get("data") if isinstance(record.get("data"), dict) else {}
+    data: dict = record["data"] if isinstance(record.get("data"), dict) else {}
     state = _state(record, executor, is_baseline)
     rev = str(record.get("rev") or data.get("rev") or "")
     name = record.get("name") or (rev if rev == WORKSPACE else rev[:7])

@@ -75,7 +75,7 @@ def _json_response(description: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 UNAUTHORISED = _json_response(f"missing or invalid key ({API_KEY_HEADER} or Bearer)", ERROR)
-GET_ROUTES = {
+GET_ROUTES: dict[str, dict[str, Any]] = {
     "/model": {
         "summary": "The promoted model",
         "description": "Version, git sha, experiment, metrics, data snapshot and feature "

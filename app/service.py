@@ -76,7 +76,7 @@ class PredictInput(bentoml.IODescriptor, schemas.PredictRequest):
         # record index and field, so an invalid body becomes an empty request carrying its
         # problems, which the endpoint answers. The body's hash rides along for the log.
         parsed, problems = schemas.parse_request(cls, body)
-        if problems:
+        if problems or parsed is None:
             parsed = cls.model_construct(accidents=[])
             parsed._problems = problems
         parsed._body_sha256 = hashlib.sha256(body).hexdigest()

@@ -84,6 +84,6 @@ def load(env_file: str | Path | None = None) -> ServiceSettings:
     if env_file is None:
         env_file = os.environ.get(ENV_FILE_VARIABLE, ".env")
     try:
-        return ServiceSettings(_env_file=env_file)  # type: ignore[call-arg]
+        return ServiceSettings(_env_file=env_file)
     except ValidationError as error:
         raise SettingsError(describe(error)) from None

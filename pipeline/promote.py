@@ -305,7 +305,7 @@ def mlflow_client() -> MlflowClient:
 def find_run(client: MlflowClient, model_sha256: str) -> str:
     """The MLflow run that trained the model with this file hash (the newest, if retrained)."""
     experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
-    runs = []
+    runs: list = []
     if experiment is not None:
         runs = client.search_runs(
             [experiment.experiment_id],
