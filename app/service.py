@@ -196,7 +196,7 @@ class BAACSeverity:
         self, request_id: str, records: list[dict], batch: Batch, probabilities: np.ndarray
     ) -> schemas.PredictResponse:
         predictor = self.predictor
-        best = probabilities.argmax(axis=1).tolist()
+        best = predictor.decide(probabilities)
         if predictor.unit == "user":
             owners = batch.user_record.tolist()
             positions: list[int | None] = batch.user_position.tolist()

@@ -73,7 +73,7 @@ def baseline_app() -> Any:
         if problems:
             return JSONResponse({"detail": problems}, status_code=422)
         _, probabilities = predictor.predict(request.accidents)
-        best = probabilities.argmax(axis=1).tolist()
+        best = predictor.decide(probabilities)
         predictions = [
             {
                 "record": i,
