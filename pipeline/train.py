@@ -284,6 +284,19 @@ def model_card(info: dict, metrics: dict) -> str:
         for year, m in metrics["test_by_year"].items()
     )
     snapshot = info["data_snapshot"]
+    method = info["params"]["model"].get("calibration", "none")
+    calibration = (
+        "the estimator's own, not recalibrated"
+        if method == "none"
+        else f"{method} calibration cross-fitted on the training rows"
+    )
+    weights = info["decision_weights"]
+    decision = (
+        "the most probable class"
+        if weights is None
+        else f"the largest probability times its class weight {weights} (chosen on the "
+        "validation rows to maximise macro F1); the raw probabilities are served as they are"
+    )
     return f"""# Model card: {info["target"]} ({info["model_name"]})
 
 - **Task**: predict `{info["target"]}` at the {info["unit"]} level from BAAC road-accident records.
@@ -293,6 +306,12 @@ def model_card(info: dict, metrics: dict) -> str:
   dataset sha256 `{snapshot["dataset_sha256"][:16]}…`.
 - **Features**: {len(info["features"])} (groups {", ".join(info["feature_groups"])}); see
   `docs/FEATURES.md`.
+- **Location**: the commune (2024) and the 0.1° latitude/longitude cell enter as out-of-fold
+  target encodings fitted on the training rows only (the model's `encode` step); a commune or
+  cell unseen in training gets the training prior.
+- **Probabilities**: {calibration}; expected calibration error on test
+  {test["ece"]} (15 equal-width bins), Brier score {test["brier"]}.
+- **Decision**: {decision}.
 - **Model size**: {info["model_size_mb"]} MB.
 
 ## Test metrics
