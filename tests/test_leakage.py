@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +64,11 @@ def _features(tables: dict[str, pd.DataFrame], unit: str) -> pd.DataFrame:
     return features.build_features(accidents, features.GROUPS, unit, users)
 
 
-def test_training_never_sees_validation_or_test_labels(tables_2024, tmp_path, monkeypatch):
+def test_training_never_sees_validation_or_test_labels(tables_2024, tmp_path, monkeypatch, caplog):
     """The real ``train()`` twice, the second time with every validation and test label
     flipped: the fitted location encodings and every prediction on the training rows are the
-    same, while the test metrics do change (the flipped labels were read)."""
+    same, while the test metrics do change (the flipped labels were read). Training logs its
+    progress: trees fitted and elapsed time."""
     accidents = entities.accidents(tables_2024)
     accidents["severe"] = (accidents["severity"] >= schema.SEVERE_MIN_SEVERITY).astype("Int8")
     accidents["dataset_split"] = np.random.default_rng(1).choice(
@@ -87,7 +89,8 @@ def test_training_never_sees_validation_or_test_labels(tables_2024, tmp_path, mo
         DATASET.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(DATASET)
         users.to_parquet(DATASET_USERS)
-        metrics = train.train(params)
+        with caplog.at_level(logging.INFO, logger="pipeline.train"):
+            metrics = train.train(params)
         model = load_model(MODEL_FILE).model
         model["model"].n_jobs = 1  # threads add the trees' probabilities in any order
         runs.append((model, metrics))
@@ -103,6 +106,11 @@ def test_training_never_sees_validation_or_test_labels(tables_2024, tmp_path, mo
         first.predict_proba(training_rows), second.predict_proba(training_rows)
     )
     assert first_metrics["test"]["roc_auc"] != second_metrics["test"]["roc_auc"]
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trees ")]
+    assert [line.split(" fitted")[0] for line in progress[:10]] == [
+        f"trees {n}/10" for n in range(1, 11)
+    ]
+    assert all(line.endswith(" s)") for line in progress)
 
 
 def build_training_rows(accidents: pd.DataFrame) -> pd.DataFrame:
