@@ -21,7 +21,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
+from sklearn.pipeline import Pipeline
 
 from app import explain
 from app.schemas import TOP_CONTRIBUTIONS, PredictRequest
@@ -44,7 +46,7 @@ def _key(position: int) -> str:
 def _int16(values: list[int | None]) -> pd.arrays.IntegerArray:
     # Via an object array: several times faster than pd.array(values, dtype="Int16").
     objects = np.array(values, dtype=object)
-    missing = np.equal(objects, None)
+    missing = objects == None  # noqa: E711 (elementwise on an object array)
     objects[missing] = 0
     return pd.arrays.IntegerArray(objects.astype("int16"), missing)
 
@@ -90,7 +92,9 @@ class Batch:
 
 def _children(records: list[dict[str, Any]], part: str) -> tuple[list[dict], list[int], list[int]]:
     """The vehicles or users of every record, with their record index and their position."""
-    rows, owners, positions = [], [], []
+    rows: list[dict] = []
+    owners: list[int] = []
+    positions: list[int] = []
     for owner, record in enumerate(records):
         rows += record[part]
         owners += [owner] * len(record[part])
@@ -183,6 +187,60 @@ class TreeEnsemble:
         return total
 
 
+@dataclass(frozen=True)
+class KeyTable:
+    """One target-encoded key column: its fitted categories (sorted, NaN last when missing
+    keys were seen) and their encodings (one row per category, one column per output)."""
+
+    column: int  # position in the model's input columns
+    categories: np.ndarray
+    encodings: np.ndarray
+    prior: np.ndarray  # the encoding of a key never seen in training
+
+
+class KeyEncodings:
+    """The fitted ``encode`` step of a model (``features.location_encoder``) as NumPy lookups:
+    the same matrix as its ``transform``, which costs ~1 ms per call in sklearn's column
+    dispatch and input checks. ``Predictor`` checks the equality when loading."""
+
+    def __init__(self, encode: ColumnTransformer, columns: list[str]) -> None:
+        position = {name: i for i, name in enumerate(columns)}
+        self.tables: list[KeyTable] = []
+        self.passthrough = np.arange(0)
+        for name, transformer, selected in encode.transformers_:
+            indices = [position[c] if isinstance(c, str) else int(c) for c in selected]
+            if name == "remainder":
+                self.passthrough = np.array(indices, dtype=int)
+            elif indices:
+                self.tables += self._key_tables(transformer, indices)
+
+    @staticmethod
+    def _key_tables(encoder: Any, indices: list[int]) -> list[KeyTable]:
+        # A multiclass encoder keeps one encoding per (feature, class), feature-major.
+        outputs = len(encoder.classes_) if encoder.target_type_ == "multiclass" else 1
+        prior = np.atleast_1d(np.asarray(encoder.target_mean_, dtype=float))
+        return [
+            KeyTable(
+                column,
+                np.asarray(encoder.categories_[i], dtype=float),
+                np.column_stack([encoder.encodings_[i * outputs + j] for j in range(outputs)]),
+                prior,
+            )
+            for i, column in enumerate(indices)
+        ]
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        parts = []
+        for table in self.tables:
+            values = x[:, table.column]
+            at = np.minimum(np.searchsorted(table.categories, values), len(table.categories) - 1)
+            found = table.categories[at]
+            known = (found == values) | (np.isnan(found) & np.isnan(values))
+            parts.append(np.where(known[:, None], table.encodings[at], table.prior))
+        parts.append(x[:, self.passthrough])
+        return np.hstack(parts)
+
+
 def settle_heap() -> None:
     """For a server process, once start-up is over: freeze the start-up heap (modules, model,
     schemas: about 150,000 objects) out of the garbage collector's reach. A 1,000-accident
@@ -211,16 +269,28 @@ class Predictor:
         self.version = str(metadata["version"])
         self.classes = [int(c) for c in bundle.classes]
         self.labels = list(bundle.labels)
-        if hasattr(bundle.model, "n_jobs"):
+        # A model of pipeline.train.make_model: steps "encode" then "model" (the estimator);
+        # a model saved before the encoders is the bare estimator.
+        model = bundle.model
+        encode, estimator = (
+            (model["encode"], model["model"]) if isinstance(model, Pipeline) else (None, model)
+        )
+        if hasattr(estimator, "n_jobs"):
             # Thread fan-out over 100 trees costs more than it saves on request-sized batches.
-            bundle.model.n_jobs = 1
-        self.trees = TreeEnsemble(bundle.model) if TreeEnsemble.supports(bundle.model) else None
+            estimator.n_jobs = 1
+        self.encodings = None if encode is None else KeyEncodings(encode, list(bundle.features))
+        self.trees = TreeEnsemble(estimator) if TreeEnsemble.supports(estimator) else None
         if self.trees is not None and not self._trees_match_sklearn():
             log.warning("tree-by-tree prediction differs from sklearn's; using sklearn's")
             self.trees = None
-        model = bundle.model
-        forest = TreeEnsemble.supports(model)
-        self.contributions = explain.TreeContributions(model) if forest else None
+        forest = TreeEnsemble.supports(estimator)
+        self.contributions = explain.TreeContributions(estimator) if forest else None
+        # The columns the estimator receives: the key encodings first, then the rest as is.
+        self.estimator_inputs = (
+            list(bundle.features)
+            if encode is None
+            else [str(name) for name in encode.get_feature_names_out()]
+        )
 
     @classmethod
     def from_directory(cls, directory: str | Path) -> Predictor:
@@ -233,9 +303,18 @@ class Predictor:
         rng = np.random.default_rng(0)
         # Enough rows for the two-thread path: both paths add the same leaf probabilities.
         probe = rng.normal(0, 50, size=(TreeEnsemble.PARALLEL_ROWS, len(self.bundle.features)))
+        for table in [] if self.encodings is None else self.encodings.tables:
+            # Keys seen in training (their encodings), and unseen ones (the prior).
+            probe[::2, table.column] = rng.choice(table.categories, len(probe[::2]))
         probe[rng.random(probe.shape) < 0.2] = np.nan
         frame = pd.DataFrame(probe, columns=self.bundle.features)
-        return np.array_equal(self.trees.predict_proba(probe), self.bundle.predict_proba(frame))
+        return np.array_equal(self._fast_proba(probe), self.bundle.predict_proba(frame))
+
+    def _fast_proba(self, x: np.ndarray) -> np.ndarray:
+        assert self.trees is not None
+        return self.trees.predict_proba(
+            x if self.encodings is None else self.encodings.transform(x)
+        )
 
     def features(self, batch: Batch) -> pd.DataFrame:
         """The model matrix: one row per accident, or per road user for a user-level model."""
@@ -249,25 +328,34 @@ class Predictor:
         return features.build_features(accidents, groups, features.USER, users)
 
     def predict_proba(self, matrix: pd.DataFrame) -> np.ndarray:
+        """The raw class probabilities (the model's own, decision weights not applied)."""
         if self.trees is None:
             return self.bundle.predict_proba(matrix)
-        return self.trees.predict_proba(matrix[self.bundle.features].to_numpy(dtype=np.float32))
+        return self._fast_proba(matrix[self.bundle.features].to_numpy(dtype=np.float64))
+
+    def decide(self, probabilities: np.ndarray) -> list[int]:
+        """The decided class of each row, as a column index: the training's decision rule
+        (per-class weights chosen on validation for a multiclass target)."""
+        return self.bundle.decide(probabilities).tolist()
 
     def explain(
         self, matrix: pd.DataFrame, probabilities: np.ndarray, wanted: np.ndarray
     ) -> list[dict[str, Any] | None]:
-        """Per row of ``matrix``: where ``wanted``, the top contributions to its predicted
-        class (``app.explain``); None elsewhere, and for a model that is not a forest."""
+        """Per row of ``matrix``: where ``wanted``, the top contributions to its decided class
+        (``app.explain``), over the columns the forest receives (the location keys as their
+        target encodings); None elsewhere, and for a model that is not a forest."""
         explanations: list[dict[str, Any] | None] = [None] * len(wanted)
         rows = np.flatnonzero(wanted)
         if self.contributions is None or len(rows) == 0:
             return explanations
         values = matrix[self.bundle.features].to_numpy(dtype=np.float64)[rows]
+        if self.encodings is not None:
+            values = self.encodings.transform(values)
         found = explain.top(
             self.contributions(values.astype(np.float32)),
             values,
-            list(self.bundle.features),
-            probabilities[rows].argmax(axis=1),
+            self.estimator_inputs,
+            np.asarray(self.decide(probabilities[rows])),
             self.labels,
             TOP_CONTRIBUTIONS,
         )

@@ -279,7 +279,7 @@ class BAACSeverity:
         explanations: list[dict[str, Any] | None],
     ) -> schemas.PredictResponse:
         predictor = self.predictor
-        best = probabilities.argmax(axis=1).tolist()
+        best = predictor.decide(probabilities)
         rows = probabilities.tolist()
         predictions = []
         for owner, position, top, row, explanation in zip(

@@ -12,7 +12,9 @@ HTTP on loopback:
 It then prints the BentoML/baseline ratios against the goals, and an in-process breakdown of
 where a request's time goes (validation, tables, entities, features, model). Requests are real
 test-split accidents rebuilt from the chunk tables. Every loop is bounded by a count or a
-deadline. ``--json PATH`` also writes the figures.
+deadline. ``--json PATH`` also writes the figures. ``--before DIR`` (a copy of an earlier
+``models/``) also serves that model with the baseline app and compares the single-accident
+latency of the two models, taking turns, in the same run.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def baseline_app() -> Any:
         if problems:
             return JSONResponse({"detail": problems}, status_code=422)
         _, probabilities = predictor.predict(request.accidents)
-        best = probabilities.argmax(axis=1).tolist()
+        best = predictor.decide(probabilities)
         predictions = [
             {
                 "record": i,
@@ -327,6 +329,17 @@ def report(results: dict[str, Any]) -> str:
     lines += ["", "in process, median ms per step (1 accident | 1,000 accidents):"]
     one, many = results["breakdown"]["1"], results["breakdown"]["1000"]
     lines += [f"  {step:36}{one[step]:>9}{many[step]:>10}" for step in one]
+    if "before_after" in results:
+        compared = results["before_after"]
+        p50, in_process = compared["single_p50_ms"], compared["in_process_ms"]
+        lines += [
+            "",
+            "models compared (baseline app, taking turns), single accident:",
+            f"  p50 before {p50['before']} ms, after {p50['after']} ms "
+            f"(delta {compared['single_p50_delta_ms']} ms)",
+            f"  in process, whole path: before {in_process['before']} ms, "
+            f"after {in_process['after']} ms",
+        ]
     return "\n".join(lines)
 
 
@@ -374,6 +387,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 stop_process(process)
         finally:
             server.stop()
+    if args.before:
+        results["before_after"] = before_after(args.before, singles, args)
     results["workers"] = args.workers
     results["goals"] = goals(results["bentoml"], results["baseline"])
     print("profiling the request path in process...", flush=True)
@@ -384,6 +399,34 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def before_after(before: Path, singles: list[bytes], args: argparse.Namespace) -> dict:
+    """Single-accident latency of the promoted model and of the model in ``before``, each
+    served by the baseline app, taking turns; and their in-process request paths."""
+    with tempfile.TemporaryDirectory(prefix="bench-before-") as tmp:
+        print(f"serving the model of {before} too, for the before/after latency...", flush=True)
+        after_process, after_url = start_baseline(ROOT / "models", args.workers, Path(tmp))
+        before_dir = Path(tmp) / "before"
+        before_dir.mkdir()
+        try:
+            before_process, before_url = start_baseline(before, args.workers, before_dir)
+            try:
+                urls = {"after": after_url, "before": before_url}
+                single = latency(urls, singles, rounds=10, per_round=args.single_requests // 10)
+            finally:
+                stop_process(before_process)
+        finally:
+            stop_process(after_process)
+    whole = "whole path (Predictor.predict)"
+    return {
+        "single_p50_ms": {name: single[name]["p50_ms"] for name in urls},
+        "single_p50_delta_ms": round(single["after"]["p50_ms"] - single["before"]["p50_ms"], 2),
+        "in_process_ms": {
+            "after": breakdown(ROOT / "models", singles[0], repeat=200)[whole],
+            "before": breakdown(before, singles[0], repeat=200)[whole],
+        },
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/serve.py", description=__doc__.split("\n")[0])
     parser.add_argument("--workers", type=int, default=1, help="processes per server")
@@ -392,6 +435,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--single-requests", type=int, default=500)
     parser.add_argument("--batch-requests", type=int, default=30)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--before",
+        type=Path,
+        metavar="DIR",
+        help="an earlier model directory (model.joblib, metadata.json) to compare with",
+    )
     parser.add_argument("--baseline-server", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline_server:

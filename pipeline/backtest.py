@@ -38,7 +38,7 @@ from pipeline.paths import BACKTEST_CACHE, OUT_OF_TIME_METRICS, OUT_OF_TIME_PLOT
 from pipeline.train import TrainingData, load_training_data, make_model
 
 SOURCE_YEAR, TARGET_YEAR = 2018, 2024
-FIGURES = ("roc_auc", "f1_weighted", "log_loss")
+FIGURES = ("roc_auc", "f1_weighted", "log_loss", "ece")
 
 
 def light_model(params: DictConfig) -> dict[str, Any]:
@@ -76,13 +76,8 @@ def figures(y: np.ndarray, proba: np.ndarray, data: TrainingData, train_rows: in
     """ROC-AUC, F1 (weighted), log loss, ECE, base rate (share of the last, most severe
     class) and rows of one scored set."""
     metrics = evaluate.classification_metrics(y, proba, data.classes, data.labels)
-    if len(data.classes) == 2:
-        hit, confidence = y == data.classes[1], proba[:, 1]
-    else:  # top-label calibration
-        hit, confidence = data.classes[proba.argmax(axis=1)] == y, proba.max(axis=1)
     return {
         **{name: metrics[name] for name in FIGURES},
-        "ece": round(evaluate.expected_calibration_error(hit, confidence), 6),
         "base_rate": round(float(np.mean(y == data.classes[-1])), 6),
         "rows": len(y),
         "train_rows": train_rows,

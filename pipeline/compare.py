@@ -30,9 +30,9 @@ import pandas as pd
 import yaml
 
 from pipeline import schema
+from pipeline.evaluate import HEADLINE
 from pipeline.paths import PARAMS_FILE, PREDICTIONS_FILE
 
-HEADLINE = ("roc_auc", "f1_macro", "f1_weighted", "log_loss")
 LOWER_IS_BETTER = {"log_loss"}
 SPLIT, TARGET, PROBA_PREFIX = "split", "target", "proba."
 NO_DIFFERENCE = "no significant difference"

@@ -12,6 +12,13 @@ CURVE_GRID = np.linspace(0.0, 1.0, 101)
 # The metrics users compare across experiments: the keys of metrics/train.json (a DVC metric,
 # one ``dvc exp show`` column each, in this order) for validation and test.
 HEADLINE = ("roc_auc", "f1_macro", "f1_weighted", "log_loss")
+# Calibration of the probabilities the service returns: in metrics/train.json after HEADLINE.
+CALIBRATION = ("ece", "brier")
+CALIBRATION_BINS = 15
+# Coordinate search of the decision weights: candidate weights of a class (the first class
+# keeps 1), and passes over the classes.
+WEIGHT_GRID = np.geomspace(1 / 16, 16, 97)
+WEIGHT_PASSES = 3
 
 
 def _rounded(value: float | None) -> float | None:
@@ -38,12 +45,111 @@ def _auc_scores(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray) -> d
     return {"roc_auc": roc, "pr_auc": pr}
 
 
+def _confidence(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(probability, outcome) pairs of a calibration check: the positive class's probability
+    and whether the row is positive (binary); the top label's probability and whether it is
+    the true class (multiclass)."""
+    p, y = np.asarray(p, dtype=float), np.asarray(y)
+    if p.ndim == 2 and p.shape[1] == 2:
+        p = p[:, 1]
+    if p.ndim == 1:
+        return p, (y == 1).astype(float)
+    return p.max(axis=1), (p.argmax(axis=1) == y).astype(float)
+
+
+def _bins(confidence: np.ndarray, bins: int) -> np.ndarray:
+    # Equal-width bins [0, 1/bins), ..., [(bins-1)/bins, 1]: a probability of 1 is in the last.
+    return np.minimum((confidence * bins).astype(int), bins - 1)
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
+    """Expected calibration error over ``bins`` equal-width bins: the row-weighted mean gap
+    between the mean probability and the observed frequency of each bin.
+
+    ``y`` holds class indices (0/1 when binary); ``p`` the positive class's probabilities
+    (binary, or a two-column matrix) or a rows × classes matrix, whose top label is checked.
+    """
+    confidence, outcome = _confidence(y, p)
+    where = _bins(confidence, bins)
+    gap = np.bincount(where, confidence, bins) - np.bincount(where, outcome, bins)
+    return float(np.abs(gap).sum() / max(len(confidence), 1))
+
+
+def brier_score(y: np.ndarray, proba: np.ndarray) -> float:
+    """Mean squared error of the probabilities: of the positive class when binary; summed
+    over the classes (the multiclass Brier score, 0 to 2) otherwise. ``y``: class indices."""
+    y = np.asarray(y)
+    if proba.shape[1] == 2:
+        return float(np.mean((proba[:, 1] - (y == 1)) ** 2))
+    one_hot = y[:, None] == np.arange(proba.shape[1])[None, :]
+    return float(np.mean(((proba - one_hot) ** 2).sum(axis=1)))
+
+
+def reliability_points(
+    y: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS
+) -> pd.DataFrame:
+    """The reliability diagram (``y``: class indices): per non-empty equal-width bin, the mean
+    probability and the observed frequency (as in ``expected_calibration_error``)."""
+    confidence, outcome = _confidence(y, proba)
+    where = _bins(confidence, bins)
+    rows = np.bincount(where, minlength=bins)
+    kept = rows > 0
+    frame = pd.DataFrame(
+        {
+            "bin": np.arange(bins)[kept],
+            "predicted": np.bincount(where, confidence, bins)[kept] / rows[kept],
+            "observed": np.bincount(where, outcome, bins)[kept] / rows[kept],
+            "rows": rows[kept],
+        }
+    )
+    return frame.round(6)
+
+
+def predicted_indices(proba: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """The decided class (column index) of each row: the largest probability times its class
+    weight (the raw probability without weights)."""
+    return np.argmax(proba if weights is None else proba * weights, axis=1)
+
+
+def _macro_f1(y: np.ndarray, predicted: np.ndarray, n_classes: int) -> float:
+    confusion = np.bincount(y * n_classes + predicted, minlength=n_classes**2)
+    confusion = confusion.reshape(n_classes, n_classes)
+    hits = np.diag(confusion)
+    denominator = confusion.sum(axis=0) + confusion.sum(axis=1)
+    f1 = np.divide(2 * hits, denominator, out=np.zeros(n_classes), where=denominator > 0)
+    return float(np.mean(f1))
+
+
+def macro_f1_weights(y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+    """Per-class probability weights that maximise the macro F1 of ``predicted_indices`` on
+    (``y`` class indices, ``proba``): coordinate search over ``WEIGHT_GRID``, the first class
+    fixed at 1. Deterministic; ties keep the smaller change (the first best candidate)."""
+    n_classes = proba.shape[1]
+    weights = np.ones(n_classes)
+    best = _macro_f1(y, predicted_indices(proba, weights), n_classes)
+    for _ in range(WEIGHT_PASSES):
+        for k in range(1, n_classes):
+            for candidate in WEIGHT_GRID:
+                trial = weights.copy()
+                trial[k] = candidate
+                score = _macro_f1(y, predicted_indices(proba, trial), n_classes)
+                if score > best:
+                    best, weights = score, trial
+    return weights
+
+
 def classification_metrics(
-    y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, labels: list[str]
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    classes: np.ndarray,
+    labels: list[str],
+    weights: np.ndarray | None = None,
 ) -> dict:
-    """Accuracy, precision/recall/F1 (weighted, macro, per class), ROC-AUC, PR-AUC, log loss."""
+    """Accuracy, precision/recall/F1 (weighted, macro, per class) of the classes decided with
+    ``weights``; ROC-AUC, PR-AUC, log loss, expected calibration error and Brier score of
+    the probabilities."""
     y_true = np.asarray(y_true)
-    predicted = classes[np.argmax(proba, axis=1)]
+    predicted = classes[predicted_indices(proba, weights)]
     result: dict = {"rows": len(y_true), "accuracy": skm.accuracy_score(y_true, predicted)}
     for average in ("weighted", "macro"):
         precision, recall, f1, _ = skm.precision_recall_fscore_support(
@@ -56,6 +162,9 @@ def classification_metrics(
         }
     result |= _auc_scores(y_true, proba, classes)
     result["log_loss"] = skm.log_loss(y_true, np.clip(proba, 1e-15, 1), labels=classes)
+    indices = np.searchsorted(classes, y_true)
+    result["ece"] = expected_calibration_error(indices, proba, CALIBRATION_BINS)
+    result["brier"] = brier_score(indices, proba)
     precision, recall, f1, support = skm.precision_recall_fscore_support(
         y_true, predicted, labels=classes, zero_division=0
     )
@@ -69,23 +178,6 @@ def classification_metrics(
         for i, label in enumerate(labels)
     }
     return {k: (_rounded(v) if not isinstance(v, dict | int) else v) for k, v in result.items()}
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 15) -> float:
-    """ECE: the mean |observed rate - mean predicted probability| over ``bins`` equal-width
-    probability bins, weighted by the share of rows in each bin.
-
-    ``y`` holds 0/1 outcomes and ``p`` the predicted probability that ``y`` is 1 (for a
-    multiclass model: whether the top class was right, and its probability).
-    """
-    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    if len(y) == 0:
-        raise ValueError("expected_calibration_error: no rows")
-    # Bin i holds (i/bins, (i+1)/bins]; p = 0 goes to the first bin.
-    index = np.clip(np.ceil(p * bins).astype(int) - 1, 0, bins - 1)
-    count = np.bincount(index, minlength=bins)
-    gap = np.abs(np.bincount(index, y, bins) - np.bincount(index, p, bins))
-    return float(gap[count > 0].sum() / len(y))
 
 
 def _curve_targets(y_true: np.ndarray, classes: np.ndarray, labels: list[str]):
@@ -138,14 +230,19 @@ def precision_recall_points(
 
 
 def confusion_counts(
-    y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray, labels: list[str]
+    y_true: np.ndarray,
+    proba: np.ndarray,
+    classes: np.ndarray,
+    labels: list[str],
+    weights: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """One row per (actual, predicted) pair with its ``count``, zeros included.
+    """One row per (actual, predicted) pair with its ``count``, zeros included; the predicted
+    class is the decision rule's (``predicted_indices``).
 
     A few rows instead of one per test example: the plot file stays small, and the
     ``confusion_counts`` DVC template (.dvc/plots/) sums ``count`` where DVC's counts rows.
     """
-    predicted = classes[np.argmax(proba, axis=1)]
+    predicted = classes[predicted_indices(proba, weights)]
     matrix = skm.confusion_matrix(y_true, predicted, labels=classes)
     return pd.DataFrame(
         [

@@ -21,6 +21,9 @@ import numpy as np
 import pandas as pd
 from pandas.api.extensions import ExtensionArray
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
+from sklearn.compose import ColumnTransformer, make_column_selector
+from sklearn.model_selection import StratifiedKFold
+from sklearn.preprocessing import TargetEncoder
 
 from pipeline import entities, schema
 
@@ -30,6 +33,11 @@ ALL_YEARS = "all"
 NOT_2018 = "2019+ (missing for the 2018 subset)"
 # Every feature, codes included, is a float64 column: NaN is the one missing value.
 FEATURE_DTYPE = "float64"
+TARGET = "target"
+UNSEEN_KEY = "missing: a category of its own; unseen in training → the training prior"
+GRID_PER_DEGREE = 10  # grid cells of 0.1° of latitude by 0.1° of longitude
+# Out-of-fold target encoding: folds of the training rows, shuffled with the model's seed.
+ENCODING_FOLDS = 5
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,8 @@ class Feature:
     years: str
     missing: str
     unit: str = ACCIDENT
+    # "target": a key column the saved model replaces by its out-of-fold target encoding.
+    encoding: str | None = None
 
 
 def _code_features(group: str, table: str, names: list[str], years: str = ALL_YEARS):
@@ -85,6 +95,24 @@ FEATURES: list[Feature] = [
         MISSING_NATIVE,
     ),
     Feature("overseas", "location", "caracteristiques.dep ≥ 971", NOT_2018, MISSING_NATIVE),
+    Feature(
+        "commune",
+        "location",
+        "caracteristiques.com (INSEE commune code, department included; 2A/2B → 20), "
+        "**target-encoded** in the model",
+        NOT_2018,
+        UNSEEN_KEY,
+        encoding=TARGET,
+    ),
+    Feature(
+        "grid_cell",
+        "location",
+        f"the {1 / GRID_PER_DEGREE}° lat/long cell of caracteristiques.lat, long, "
+        "**target-encoded** in the model",
+        ALL_YEARS,
+        UNSEEN_KEY,
+        encoding=TARGET,
+    ),
     *_count_features(),
     Feature("n_users", "users", "count of usagers rows", ALL_YEARS, "never missing"),
     Feature("n_pedestrians", "users", "usagers.catu = 3", NOT_2018, MISSING_NATIVE),
@@ -121,6 +149,7 @@ FEATURES: list[Feature] = [
         for name in entities.VEHICLE_ATTRIBUTES
     ],
 ]
+TARGET_ENCODED = [feature.name for feature in FEATURES if feature.encoding == TARGET]
 GROUPS = sorted({feature.group for feature in FEATURES if feature.unit == ACCIDENT})
 # Accident records: the ``accidents`` entity as a frame (training) or as its columns
 # (``entities.accident_columns``, the service).
@@ -184,23 +213,31 @@ def _weekday(year: np.ndarray, month: np.ndarray, day: np.ndarray) -> np.ndarray
     return weekday
 
 
-DEPARTMENT = re.compile(r"[0-9]{1,6}")
+INSEE = re.compile(r"[0-9]{1,6}")
+CORSICA = re.compile(r"^2[AB]")
 SMALL = 2000  # rows up to which per-value Python parsing is faster than pandas
 
 
-def _department_codes(dep: pd.Series | ExtensionArray) -> np.ndarray:
-    """INSEE department numbers; Corsica's 2A and 2B count as 20 (its number before 1976)."""
-    texts = dep.astype("string").to_numpy(dtype=object, na_value=None)
-    corsica = {"2A", "2B"}
+def _insee_numbers(codes: pd.Series | ExtensionArray) -> np.ndarray:
+    """INSEE department or commune codes as numbers; Corsica's 2A and 2B read as 20 (its
+    number before 1976, under which its communes kept distinct numbers): 2A004 → 20004."""
+    texts = codes.astype("string").to_numpy(dtype=object, na_value=None)
     # A Python loop beats pandas' text methods on the service's few rows, not on a dataset.
-    if len(texts) <= SMALL and all(
-        t is None or t.upper() in corsica or DEPARTMENT.fullmatch(t) for t in texts
-    ):
-        numbers = [np.nan if t is None else 20.0 if t.upper() in corsica else int(t) for t in texts]
-        return np.array(numbers, dtype="float64")
-    text = pd.Series(dep, copy=False).astype("string").str.upper()
-    text = text.replace({"2A": "20", "2B": "20"})
-    return _as_float(text).to_numpy()
+    if len(texts) <= SMALL:
+        numbers = [None if t is None else CORSICA.sub("20", t.upper()) for t in texts]
+        if all(n is None or INSEE.fullmatch(n) for n in numbers):
+            return np.array([np.nan if n is None else int(n) for n in numbers], dtype="float64")
+    text = pd.Series(codes, copy=False).astype("string").str.upper()
+    return _as_float(text.str.replace(CORSICA, "20", regex=True)).to_numpy()
+
+
+def _grid_cells(lat: np.ndarray, long: np.ndarray) -> np.ndarray:
+    """A number per grid cell of the coordinates (``GRID_PER_DEGREE``); NaN without both."""
+    with np.errstate(invalid="ignore"):
+        row = np.floor(lat * GRID_PER_DEGREE) + 90 * GRID_PER_DEGREE
+        column = np.floor(long * GRID_PER_DEGREE) + 180 * GRID_PER_DEGREE
+    # Columns take 0-3600, so 4,000 per row keeps cells apart (exact in float64).
+    return row * 4000 + column
 
 
 DERIVED = [
@@ -215,6 +252,8 @@ DERIVED = [
     "hour_cos",
     "dep_code",
     "overseas",
+    "commune",
+    "grid_cell",
 ]
 PASSTHROUGH = [f.name for f in FEATURES if f.unit == ACCIDENT and f.name not in DERIVED]
 
@@ -235,10 +274,12 @@ def _accident_arrays(records: Records) -> dict[str, np.ndarray]:
     hour = _floats(records["hour"])
     out["hour"] = hour
     out["hour_sin"], out["hour_cos"] = _cyclic(hour + _floats(records["minute"]) / 60, 24)
-    dep = _department_codes(records["dep"])
+    dep = _insee_numbers(records["dep"])
     out["dep_code"] = dep
     with np.errstate(invalid="ignore"):
         out["overseas"] = np.where(np.isnan(dep), np.nan, (dep >= 971).astype("float64"))
+    out["commune"] = _insee_numbers(records["com"])
+    out["grid_cell"] = _grid_cells(_floats(records["lat"]), _floats(records["long"]))
     columns = set(records.keys())
     present = [name for name in PASSTHROUGH if name in columns]
     if not isinstance(records, pd.DataFrame):
@@ -319,6 +360,25 @@ def build_features(
     return _frame(arrays, names, len(users), pd.RangeIndex(len(users)))
 
 
+def location_encoder(random_state: int | None) -> ColumnTransformer:
+    """The first step of every model: the ``TARGET_ENCODED`` key columns present in its input
+    become out-of-fold target encodings (one column per key, or per key and class for a
+    multiclass target), followed by every other column unchanged.
+
+    ``fit_transform`` cross-fits the training rows (each row's encoding comes from the other
+    folds, so the model does not learn from its own label); ``transform`` uses the encodings
+    of all training rows, and a commune or cell never seen in training gets the prior, the
+    training mean of the target. Missing keys form a category of their own.
+    """
+    folds = StratifiedKFold(ENCODING_FOLDS, shuffle=True, random_state=random_state)
+    # A continuous target would need KFold; every target of this project is a class.
+    encoder = TargetEncoder(cv=folds)
+    keys = make_column_selector(pattern=f"^(?:{'|'.join(TARGET_ENCODED)})$")
+    return ColumnTransformer(
+        [(TARGET, encoder, keys)], remainder="passthrough", verbose_feature_names_out=False
+    )
+
+
 # --- the feature schema a model records, and its comparison with this module -------------
 
 # The codes a code-valued feature distinguishes, beyond the BAAC code tables of schema.CODES.
@@ -349,6 +409,11 @@ def feature_categories(name: str) -> list[int] | None:
     return None
 
 
+def feature_encoding(name: str) -> str | None:
+    """How the saved model encodes a feature before its estimator: "target" or None (as is)."""
+    return next((f.encoding for f in FEATURES if f.name == name), None)
+
+
 def feature_schema(columns: dict[str, str], unit: str, groups: list[str]) -> dict:
     """The feature schema recorded with a model whose input columns are ``columns`` (name ->
     dtype, in the model's order), built by this module for ``unit`` and ``groups``.
@@ -360,7 +425,12 @@ def feature_schema(columns: dict[str, str], unit: str, groups: list[str]) -> dic
         "unit": unit,
         "groups": list(groups),
         "columns": [
-            {"name": name, "dtype": dtype, "categories": feature_categories(name)}
+            {
+                "name": name,
+                "dtype": dtype,
+                "categories": feature_categories(name),
+                "encoding": feature_encoding(name),
+            }
             for name, dtype in columns.items()
         ],
         "unused": [name for name in feature_names(unit, groups) if name not in columns],
@@ -424,6 +494,11 @@ def compare_schema(recorded: dict) -> SchemaDiff:
             )
         if "categories" in column and column["categories"] != feature_categories(name):
             changed.append(_category_change(name, column["categories"], feature_categories(name)))
+        if "encoding" in column and column["encoding"] != feature_encoding(name):
+            changed.append(
+                f"feature {name!r}: encoding {column['encoding']} in the model, "
+                f"{feature_encoding(name)} in the module"
+            )
     model_order = [name for name in columns if name in declared]
     module_order = [name for name in declared if name in columns]
     order = None

@@ -12,7 +12,7 @@ import joblib
 import numpy as np
 import sklearn
 
-from pipeline import features
+from pipeline import evaluate, features
 from pipeline.io import atomic_path
 
 
@@ -37,9 +37,16 @@ class ModelBundle:
     # features.feature_schema of the training matrix. A bundle pickled before this field
     # existed has no such attribute and reads the class default, None.
     feature_schema: dict | None = None
+    # Per-class probability weights chosen on validation (train.decision_weights): the
+    # decided class is the largest probability times its weight. None: the largest one.
+    decision_weights: np.ndarray | None = None
 
     def predict_proba(self, matrix) -> np.ndarray:
         return self.model.predict_proba(matrix[self.features])
+
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        """The decided class of each row of ``proba``, as a column index."""
+        return evaluate.predicted_indices(proba, self.decision_weights)
 
     def recorded_schema(self) -> dict:
         """The recorded feature schema; for an older bundle, what it knows: names and order."""

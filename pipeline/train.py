@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import matplotlib
 
@@ -23,11 +24,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.inspection import permutation_importance
+from sklearn.model_selection import StratifiedKFold
+from sklearn.pipeline import Pipeline
 
 from pipeline import compare, evaluate, schema, tracking
-from pipeline.features import ACCIDENT, USER, build_features, feature_schema
+from pipeline.features import ACCIDENT, USER, build_features, feature_schema, location_encoder
 from pipeline.io import read_json, write_json, write_parquet, write_text
 from pipeline.model_store import ModelBundle, save_model
 from pipeline.params import load_params
@@ -50,6 +54,10 @@ MODELS = {
     "random_forest": RandomForestClassifier,
     "hist_gradient_boosting": HistGradientBoostingClassifier,
 }
+CALIBRATIONS = ("none", "isotonic", "sigmoid")
+CALIBRATION_FOLDS = 5
+DECISIONS = ("f1_macro", "none")
+PROGRESS_STEPS = 10  # a forest is grown in this many batches of trees, one log line each
 IMPORTANCE_SAMPLE = 4000
 TARGET_LABELS = {
     "severe": schema.SEVERE_LABELS,
@@ -117,28 +125,65 @@ def drop_empty_features(data: TrainingData) -> list[str]:
     return empty
 
 
-def make_model(config: DictConfig):
-    settings = OmegaConf.to_container(config, resolve=True)
+def make_model(config: DictConfig) -> Pipeline:
+    """The estimator that params ``model`` describe, fitted-able on ``build_features`` frames.
+
+    A ``Pipeline`` of two steps: ``encode`` (``features.location_encoder``: the out-of-fold
+    target encodings of the location keys, then every other column as is) and ``model`` (the
+    estimator; with ``calibration`` isotonic or sigmoid, a ``CalibratedClassifierCV`` that
+    cross-fits the calibration on the training rows and keeps one estimator refitted on all
+    of them). ``model["encode"].transform(frame)`` is the matrix the estimator receives.
+    """
+    settings = cast(dict[str, Any], OmegaConf.to_container(config, resolve=True))
     name = settings.pop("name")
+    calibration = settings.pop("calibration", "none")
     if name not in MODELS:
         raise SystemExit(f"model.name must be one of {sorted(MODELS)}, not {name!r}")
-    return MODELS[name](**settings)
+    if calibration not in CALIBRATIONS:
+        raise SystemExit(f"model.calibration must be one of {CALIBRATIONS}, not {calibration!r}")
+    seed = settings.get("random_state")
+    estimator = MODELS[name](**settings)
+    if calibration != "none":
+        folds = StratifiedKFold(CALIBRATION_FOLDS, shuffle=True, random_state=seed)
+        estimator = CalibratedClassifierCV(estimator, method=calibration, cv=folds, ensemble=False)
+    return Pipeline([("encode", location_encoder(seed)), ("model", estimator)])
 
 
-def feature_importance(model, data: TrainingData) -> pd.DataFrame:
-    """Impurity importance where the model has it, else permutation importance on validation."""
-    if hasattr(model, "feature_importances_"):
-        values, method = model.feature_importances_, "impurity"
+def fit_model(model: Pipeline, features: pd.DataFrame, target: np.ndarray) -> Pipeline:
+    """``model.fit``, logging its progress: a forest grows in ``PROGRESS_STEPS`` batches of
+    trees (warm start draws the same tree seeds as one fit, so the forest is the same)."""
+    started = time.perf_counter()
+    encoded = model["encode"].fit_transform(features, target)
+    log.info("location encodings fitted (%.1f s)", time.perf_counter() - started)
+    estimator = model["model"]
+    if not isinstance(estimator, RandomForestClassifier):
+        estimator.fit(encoded, target)
+        log.info("%s fitted (%.1f s)", type(estimator).__name__, time.perf_counter() - started)
+        return model
+    total = estimator.n_estimators
+    for step in range(1, PROGRESS_STEPS + 1):
+        trees = max(1, round(total * step / PROGRESS_STEPS))
+        estimator.set_params(n_estimators=trees, warm_start=True).fit(encoded, target)
+        log.info("trees %d/%d fitted (%.1f s)", trees, total, time.perf_counter() - started)
+    estimator.set_params(warm_start=False)
+    return model
+
+
+def feature_importance(model: Pipeline, data: TrainingData) -> pd.DataFrame:
+    """Impurity importance of the estimator's columns (the encoded keys under their own
+    names) where it has it, else permutation importance of the input columns on validation."""
+    estimator = model["model"]
+    if hasattr(estimator, "feature_importances_"):
+        names = model["encode"].get_feature_names_out()
+        values, method = estimator.feature_importances_, "impurity"
     else:
         x_val, y_val = data.part("validation")
         sample = np.random.default_rng(0).permutation(len(x_val))[:IMPORTANCE_SAMPLE]
         result = permutation_importance(
             model, x_val.iloc[sample], y_val[sample], n_repeats=3, random_state=0, n_jobs=1
         )
-        values, method = result.importances_mean, "permutation"
-    table = pd.DataFrame(
-        {"feature": data.features.columns, "importance": np.round(values, 6), "method": method}
-    )
+        names, values, method = data.features.columns, result.importances_mean, "permutation"
+    table = pd.DataFrame({"feature": names, "importance": np.round(values, 6), "method": method})
     return table.sort_values(["importance", "feature"], ascending=[False, True], kind="stable")
 
 
@@ -153,28 +198,33 @@ def plot_importance(importance: pd.DataFrame, target: Path, top: int = 25) -> No
     plt.close(figure)
 
 
-def evaluate_model(model, data: TrainingData) -> tuple[dict, dict[str, np.ndarray]]:
-    """Metrics per split (and test per year); the probabilities of each split's rows."""
-    results, probas = {}, {}
+def evaluate_model(
+    model: Pipeline, data: TrainingData, weights: np.ndarray | None = None
+) -> tuple[dict, dict[str, np.ndarray]]:
+    """Metrics of the validation and test rows (and of the test rows per year), the predicted
+    class being the largest of the probabilities times ``weights``; and each split's raw
+    probabilities."""
+    results, probabilities = {}, {}
     for split in ("validation", "test"):
         features, target = data.part(split)
-        probas[split] = model.predict_proba(features)
+        proba = model.predict_proba(features)
         results[split] = evaluate.classification_metrics(
-            target, probas[split], data.classes, data.labels
+            target, proba, data.classes, data.labels, weights
         )
-    test_proba = probas["test"]
+        probabilities[split] = proba
     test_years = data.year[data.split == "test"]
     _, test_target = data.part("test")
     results["test_by_year"] = {
         str(year): evaluate.classification_metrics(
             test_target[test_years == year],
-            test_proba[test_years == year],
+            probabilities["test"][test_years == year],
             data.classes,
             data.labels,
+            weights,
         )
         for year in np.unique(test_years)
     }
-    return results, probas
+    return results, probabilities
 
 
 def write_predictions(data: TrainingData, probas: dict[str, np.ndarray]) -> None:
@@ -191,14 +241,38 @@ def write_predictions(data: TrainingData, probas: dict[str, np.ndarray]) -> None
     write_parquet(table, PREDICTIONS_FILE)
 
 
-def write_plots(data: TrainingData, test_proba: np.ndarray, importance: pd.DataFrame) -> None:
+def decision_weights(
+    decision: DictConfig, model: Pipeline, data: TrainingData
+) -> np.ndarray | None:
+    """Per-class probability weights chosen on the validation rows (``decision.optimise``);
+    None for a binary target, whose calibrated probabilities are decided at 0.5."""
+    if decision.optimise not in DECISIONS:
+        raise SystemExit(f"decision.optimise must be one of {DECISIONS}, not {decision.optimise!r}")
+    if decision.optimise == "none" or len(data.classes) < 3:
+        return None
+    features, target = data.part("validation")
+    proba = model.predict_proba(features)
+    weights = evaluate.macro_f1_weights(np.searchsorted(data.classes, target), proba)
+    log.info("decision weights (validation macro F1): %s", np.round(weights, 4).tolist())
+    return weights
+
+
+def write_plots(
+    data: TrainingData,
+    test_proba: np.ndarray,
+    importance: pd.DataFrame,
+    weights: np.ndarray | None,
+) -> None:
     _, y_test = data.part("test")
     args = (y_test, test_proba, data.classes, data.labels)
     PLOTS_DIR.mkdir(exist_ok=True)
     write_text(evaluate.roc_points(*args).to_csv(index=False), PLOTS_DIR / "roc.csv")
     pr = evaluate.precision_recall_points(*args)
     write_text(pr.to_csv(index=False), PLOTS_DIR / "precision_recall.csv")
-    write_text(evaluate.confusion_counts(*args).to_csv(index=False), PLOTS_DIR / "confusion.csv")
+    confusion = evaluate.confusion_counts(*args, weights)
+    write_text(confusion.to_csv(index=False), PLOTS_DIR / "confusion.csv")
+    reliability = evaluate.reliability_points(np.searchsorted(data.classes, y_test), test_proba)
+    write_text(reliability.to_csv(index=False), PLOTS_DIR / "calibration.csv")
     write_text(importance.to_csv(index=False), PLOTS_DIR / "importance.csv")
     plot_importance(importance, PLOTS_DIR / "importance.png")
 
@@ -234,7 +308,10 @@ def headline_metrics(metrics: dict) -> dict:
     (accuracy, PR-AUC, precision/recall, per class, per year) is in ``model/evaluation.json``.
     """
     return {
-        **{s: {k: metrics[s][k] for k in evaluate.HEADLINE} for s in ("validation", "test")},
+        **{
+            s: {k: metrics[s][k] for k in (*evaluate.HEADLINE, *evaluate.CALIBRATION)}
+            for s in ("validation", "test")
+        },
         "model": {"size_mb": metrics["model"]["size_mb"]},
     }
 
@@ -246,6 +323,19 @@ def model_card(info: dict, metrics: dict) -> str:
         for year, m in metrics["test_by_year"].items()
     )
     snapshot = info["data_snapshot"]
+    method = info["params"]["model"].get("calibration", "none")
+    calibration = (
+        "the estimator's own, not recalibrated"
+        if method == "none"
+        else f"{method} calibration cross-fitted on the training rows"
+    )
+    weights = info["decision_weights"]
+    decision = (
+        "the most probable class"
+        if weights is None
+        else f"the largest probability times its class weight {weights} (chosen on the "
+        "validation rows to maximise macro F1); the raw probabilities are served as they are"
+    )
     return f"""# Model card: {info["target"]} ({info["model_name"]})
 
 - **Task**: predict `{info["target"]}` at the {info["unit"]} level from BAAC road-accident records.
@@ -255,6 +345,12 @@ def model_card(info: dict, metrics: dict) -> str:
   dataset sha256 `{snapshot["dataset_sha256"][:16]}…`.
 - **Features**: {len(info["features"])} (groups {", ".join(info["feature_groups"])}); see
   `docs/FEATURES.md`.
+- **Location**: the commune (2024) and the 0.1° latitude/longitude cell enter as out-of-fold
+  target encodings fitted on the training rows only (the model's `encode` step); a commune or
+  cell unseen in training gets the training prior.
+- **Probabilities**: {calibration}; expected calibration error on test
+  {test["ece"]} (15 equal-width bins), Brier score {test["brier"]}.
+- **Decision**: {decision}.
 - **Model size**: {info["model_size_mb"]} MB.
 
 ## Test metrics
@@ -266,6 +362,8 @@ def model_card(info: dict, metrics: dict) -> str:
 | F1 weighted | {test["f1_weighted"]} |
 | F1 macro | {test["f1_macro"]} |
 | log loss | {test["log_loss"]} |
+| expected calibration error (15 bins) | {test["ece"]} |
+| Brier score | {test["brier"]} |
 
 | year | test rows | ROC-AUC | F1 weighted | accuracy |
 |---|---|---|---|---|
@@ -339,9 +437,10 @@ def train(params: DictConfig) -> dict:
     x_train, y_train = data.part("train")
     log.info("fitting %s on %d rows x %d features", params.model.name, *x_train.shape)
     started = time.perf_counter()
-    model.fit(x_train, y_train)
+    fit_model(model, x_train, y_train)
     fit_seconds = time.perf_counter() - started
-    metrics, probas = evaluate_model(model, data)
+    weights = decision_weights(params.decision, model, data)
+    metrics, probabilities = evaluate_model(model, data, weights)
     importance = feature_importance(model, data)
     bundle = ModelBundle(
         model=model,
@@ -354,13 +453,14 @@ def train(params: DictConfig) -> dict:
         feature_schema=feature_schema(
             data.features.dtypes.astype(str).to_dict(), params.target.unit, groups
         ),
+        decision_weights=weights,
     )
     size = save_model(bundle, MODEL_FILE)
     metrics["model"] = {"size_mb": round(size / 1e6, 2), "features": len(bundle.features)}
     write_json(headline_metrics(metrics), TRAIN_METRICS, sort_keys=False)
     write_json(metrics, EVALUATION)
-    write_plots(data, probas["test"], importance)
-    write_predictions(data, probas)
+    write_plots(data, probabilities["test"], importance, weights)
+    write_predictions(data, probabilities)
     info = {
         "target": bundle.target,
         "unit": bundle.unit,
@@ -372,6 +472,7 @@ def train(params: DictConfig) -> dict:
         "feature_schema": bundle.feature_schema,
         "sklearn_version": bundle.sklearn_version,
         "model_size_mb": round(size / 1e6, 2),
+        "decision_weights": None if weights is None else [round(float(w), 6) for w in weights],
         "params": OmegaConf.to_container(params, resolve=True),
         "data_snapshot": data_snapshot(data),
         "metrics": {"validation": metrics["validation"], "test": metrics["test"]},
@@ -398,7 +499,8 @@ def train(params: DictConfig) -> dict:
 
 def print_test_metrics(metrics: dict) -> None:
     print(f"test metrics ({metrics['test']['rows']} rows, model {metrics['model']['size_mb']} MB):")
-    for name in ("roc_auc", "pr_auc", "accuracy", "f1_weighted", "f1_macro", "log_loss"):
+    names = ("roc_auc", "pr_auc", "accuracy", "f1_weighted", "f1_macro", "log_loss", "ece", "brier")
+    for name in names:
         print(f"  test.{name:<12} {metrics['test'][name]}")
 
 

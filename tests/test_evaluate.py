@@ -64,3 +64,49 @@ def test_auc_is_undefined_on_a_single_class():
     proba = np.column_stack([np.zeros(10), np.ones(10)])
     metrics = evaluate.classification_metrics(y, proba, CLASSES, LABELS)
     assert metrics["roc_auc"] is None and metrics["accuracy"] == 1.0
+
+
+def test_expected_calibration_error_is_the_mean_gap_per_bin():
+    # Every row at 0.8 and positive: one bin, a gap of 0.2.
+    y = np.ones(100, dtype=int)
+    assert evaluate.expected_calibration_error(y, np.full(100, 0.8)) == pytest.approx(0.2)
+    # Two-column matrices read as the positive class; a probability of 1 falls in the last bin.
+    proba = np.column_stack([np.zeros(100), np.ones(100)])
+    assert evaluate.expected_calibration_error(y, proba) == 0.0
+    # Outcomes drawn from the probabilities themselves: calibrated up to sampling noise;
+    # the same outcomes with squared probabilities are not.
+    rng = np.random.default_rng(0)
+    p = rng.random(200_000)
+    drawn = (rng.random(p.size) < p).astype(int)
+    assert evaluate.expected_calibration_error(drawn, p) < 0.005
+    assert evaluate.expected_calibration_error(drawn, p**2) > 0.1
+
+
+def test_multiclass_calibration_checks_the_top_label():
+    proba = np.tile([0.6, 0.3, 0.1], (10, 1))
+    y = np.array([0] * 6 + [1] * 4)  # the top label is right 6 times in 10
+    assert evaluate.expected_calibration_error(y, proba) == pytest.approx(0.0)
+    assert evaluate.brier_score(y, proba) == pytest.approx(
+        (6 * (0.4**2 + 0.3**2 + 0.1**2) + 4 * (0.6**2 + 0.7**2 + 0.1**2)) / 10
+    )
+    points = evaluate.reliability_points(y, proba)
+    assert points[["predicted", "observed", "rows"]].values.tolist() == [[0.6, 0.6, 10]]
+
+
+def test_decision_weights_raise_macro_f1_on_a_rare_class():
+    """A rare class whose probability never leads: argmax never predicts it, the chosen
+    weights do, and macro F1 rises."""
+    rng = np.random.default_rng(0)
+    y = rng.choice(3, 6000, p=[0.6, 0.35, 0.05])
+    proba = rng.dirichlet([4, 3, 1], len(y))
+    proba[np.arange(len(y)), y] += 0.3
+    proba[:, 2] *= 0.3
+    proba /= proba.sum(axis=1, keepdims=True)
+    classes, labels = np.arange(3), ["a", "b", "c"]
+    plain = evaluate.classification_metrics(y, proba, classes, labels)
+    assert plain["per_class"]["c"]["recall"] == 0.0
+    weights = evaluate.macro_f1_weights(y, proba)
+    assert weights[0] == 1.0 and weights[2] > 1.0
+    weighted = evaluate.classification_metrics(y, proba, classes, labels, weights)
+    assert weighted["f1_macro"] > plain["f1_macro"] + 0.1
+    assert weighted["roc_auc"] == plain["roc_auc"]  # probabilities untouched

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ from omegaconf import OmegaConf
 
 from pipeline import entities, features, schema, train
 from pipeline.loaders import load_year
+from pipeline.model_store import load_model
+from pipeline.params import compose
+from pipeline.paths import DATASET, DATASET_USERS, MODEL_FILE
 from tests.baac_facts import OUTCOME_DERIVED_2024
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,34 +64,58 @@ def _features(tables: dict[str, pd.DataFrame], unit: str) -> pd.DataFrame:
     return features.build_features(accidents, features.GROUPS, unit, users)
 
 
-def test_fitting_never_sees_validation_or_test_rows(tables_2024, tmp_path, monkeypatch):
-    """Relabel every validation and test row: the fitted model must not change at all."""
+def test_training_never_sees_validation_or_test_labels(tables_2024, tmp_path, monkeypatch, caplog):
+    """The real ``train()`` twice, the second time with every validation and test label
+    flipped: the fitted location encodings and every prediction on the training rows are the
+    same, while the test metrics do change (the flipped labels were read). Training logs its
+    progress: trees fitted and elapsed time."""
     accidents = entities.accidents(tables_2024)
     accidents["severe"] = (accidents["severity"] >= schema.SEVERE_MIN_SEVERITY).astype("Int8")
     accidents["dataset_split"] = np.random.default_rng(1).choice(
         ["train", "validation", "test"], len(accidents), p=[0.6, 0.2, 0.2]
     )
-    config = OmegaConf.create(
-        {
-            "target": {"name": "severe", "unit": "accident", "years": None},
-            "model": {"name": "random_forest", "n_estimators": 5, "random_state": 0},
-        }
-    )
-    models = []
+    params = OmegaConf.create(compose(["model.n_estimators=10"], ROOT / "conf"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # no database to create
+    (tmp_path / "metrics").mkdir()
+    users = entities.users(tables_2024)
+    runs = []
     for relabel in (False, True):
         frame = accidents.copy()
         if relabel:
             held_out = frame["dataset_split"] != "train"
             frame.loc[held_out, "severe"] = 1 - frame.loc[held_out, "severe"]
-        dataset = tmp_path / f"dataset-{relabel}.parquet"
-        frame.to_parquet(dataset)
-        monkeypatch.setattr(train, "DATASET", dataset)
-        data = train.load_training_data(config.target, features.GROUPS)
-        x_train, y_train = data.part("train")
-        models.append(train.make_model(config.model).fit(x_train, y_train))
-        assert len(x_train) == (frame["dataset_split"] == "train").sum()
-    probe = _features(tables_2024, features.ACCIDENT)
-    np.testing.assert_array_equal(models[0].predict_proba(probe), models[1].predict_proba(probe))
+        DATASET.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_parquet(DATASET)
+        users.to_parquet(DATASET_USERS)
+        with caplog.at_level(logging.INFO, logger="pipeline.train"):
+            metrics = train.train(params)
+        model = load_model(MODEL_FILE).model
+        model["model"].n_jobs = 1  # threads add the trees' probabilities in any order
+        runs.append((model, metrics))
+    (first, first_metrics), (second, second_metrics) = runs
+    encoders = [model["encode"].named_transformers_[features.TARGET] for model in (first, second)]
+    assert encoders[0].feature_names_in_.tolist() == ["commune", "grid_cell"]
+    for name in ("categories_", "encodings_"):
+        for a, b in zip(getattr(encoders[0], name), getattr(encoders[1], name), strict=True):
+            np.testing.assert_array_equal(a, b)
+    assert encoders[0].target_mean_ == encoders[1].target_mean_
+    training_rows = build_training_rows(accidents)
+    np.testing.assert_array_equal(
+        first.predict_proba(training_rows), second.predict_proba(training_rows)
+    )
+    assert first_metrics["test"]["roc_auc"] != second_metrics["test"]["roc_auc"]
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("trees ")]
+    assert [line.split(" fitted")[0] for line in progress[:10]] == [
+        f"trees {n}/10" for n in range(1, 11)
+    ]
+    assert all(line.endswith(" s)") for line in progress)
+
+
+def build_training_rows(accidents: pd.DataFrame) -> pd.DataFrame:
+    train_rows = accidents[accidents["dataset_split"] == "train"].reset_index(drop=True)
+    return features.build_features(train_rows, features.GROUPS)
 
 
 def test_feature_documentation_is_generated_from_the_feature_module():

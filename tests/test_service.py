@@ -245,6 +245,30 @@ def test_http_probabilities_equal_the_model_on_500_test_rows(client, workspace, 
     np.testing.assert_allclose(probabilities(response, bundle.labels), expected, rtol=0, atol=1e-9)
 
 
+def test_fast_path_encodes_keys_and_walks_trees_as_sklearn_does(workspace):
+    """The service's NumPy lookups of the location encodings and its tree walk give exactly
+    the promoted pipeline's probabilities, on test rows whose keys were seen in training,
+    are missing, or were never seen (the prior)."""
+    predictor = inference.Predictor.from_directory(workspace / "models")
+    assert predictor.trees is not None and predictor.encodings is not None
+    keys = sample_test_split(300, seed=11, dataset=workspace / DATASET)
+    accidents = pd.read_parquet(workspace / DATASET).set_index(schema.KEY).loc[keys]
+    matrix = features.build_features(accidents.reset_index(), predictor.bundle.feature_groups)
+    matrix = matrix[predictor.bundle.features]
+    keys_in_model = [name for name in features.TARGET_ENCODED if name in matrix]
+    assert keys_in_model
+    matrix.loc[matrix.index[:100], keys_in_model] = -1.0  # never a commune or a cell
+    matrix.loc[matrix.index[100:150], keys_in_model] = np.nan
+    encode = predictor.bundle.model["encode"]
+    x = matrix.to_numpy(dtype=np.float64)
+    np.testing.assert_array_equal(predictor.encodings.transform(x), encode.transform(matrix))
+    expected = predictor.bundle.predict_proba(matrix)
+    np.testing.assert_allclose(predictor.predict_proba(matrix), expected, rtol=0, atol=1e-12)
+    unseen = encode.transform(matrix.iloc[:100])[:, : len(keys_in_model)]
+    prior = encode.named_transformers_[features.TARGET].target_mean_
+    assert (unseen == prior).all()
+
+
 def test_unknown_open_code_reads_as_missing(client, metadata):
     """A catv code ONISR might add later is not an error: it is 'not filled in'."""
     unknown = client.post("/predict", json={"accidents": [record(vehicles=[{"catv": 44}])]})
@@ -668,8 +692,9 @@ def test_serving_requirements_are_the_serve_group_of_the_lock():
 def user_model_app(workspace, tmp_path_factory):
     """The service app, in this process, serving a small grav (user-level) model selected by
     BAAC_MODEL_TAG, with its key read from a .env file."""
-    from sklearn.ensemble import RandomForestClassifier
+    from omegaconf import OmegaConf
 
+    from pipeline import train
     from pipeline.model_store import ModelBundle, save_model
 
     users = pd.read_parquet(workspace / DATASET_USERS)
@@ -678,10 +703,23 @@ def user_model_app(workspace, tmp_path_factory):
     users = users.reset_index(drop=True)
     matrix = features.build_features(accidents, features.GROUPS, "user", users)
     target = users["grav"].map(schema.GRAV_TO_SEVERITY).to_numpy(dtype=int)
-    model = RandomForestClassifier(n_estimators=5, random_state=0).fit(matrix, target)
-    labels = [schema.SEVERITY_LABELS[c] for c in model.classes_]
+    # The training's own model: location encodings (4 classes: one column per key and class)
+    # in front of the forest, and per-class decision weights.
+    config = OmegaConf.create({"name": "random_forest", "n_estimators": 5, "random_state": 0})
+    model = train.make_model(config).fit(matrix, target)
+    classes = model.classes_
+    labels = [schema.SEVERITY_LABELS[c] for c in classes]
+    # Weights that favour the rarer classes, as decision.optimise may choose them.
+    weights = np.array([1.0, 1.0, 2.0, 6.0])
     bundle = ModelBundle(
-        model, list(matrix.columns), model.classes_, labels, "grav", "user", features.GROUPS
+        model,
+        list(matrix.columns),
+        classes,
+        labels,
+        "grav",
+        "user",
+        features.GROUPS,
+        decision_weights=weights,
     )
     files = tmp_path_factory.mktemp("user_model")
     save_model(bundle, files / "model.joblib")
@@ -690,7 +728,7 @@ def user_model_app(workspace, tmp_path_factory):
         "target": "grav",
         "unit": "user",
         "features": bundle.features,
-        "classes": [int(c) for c in model.classes_],
+        "classes": [int(c) for c in classes],
         "labels": bundle.labels,
     }
     (files / "metadata.json").write_text(json.dumps(metadata))
@@ -739,6 +777,10 @@ def test_user_level_model_serves_one_prediction_per_road_user(user_model_app, ta
     matrix = features.build_features(accidents, bundle.feature_groups, "user", users)
     expected = bundle.predict_proba(matrix)
     np.testing.assert_allclose(probabilities(response, bundle.labels), expected, atol=1e-9)
+    # The label is the training's decision (weighted), not always the most probable class.
+    decided = bundle.decide(expected)
+    assert [p["label"] for p in predictions] == [bundle.labels[i] for i in decided]
+    assert (decided != expected.argmax(axis=1)).any()
 
 
 def test_key_from_env_file_is_required_in_process(user_model_app):
