@@ -74,6 +74,7 @@ def test_training_never_sees_validation_or_test_labels(tables_2024, tmp_path, mo
     accidents["dataset_split"] = np.random.default_rng(1).choice(
         ["train", "validation", "test"], len(accidents), p=[0.6, 0.2, 0.2]
     )
+    accidents["arrival_chunk"] = 1  # one arrival chunk: the split stage adds it
     params = OmegaConf.create(compose(["model.n_estimators=10"], ROOT / "conf"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())

@@ -42,10 +42,17 @@ def test_committed_params_equal_the_composed_conf():
 def test_repro_trains_and_reports_the_test_metrics(small_repo):
     shown = json.loads(dvc("metrics", "show", "--json", cwd=small_repo).stdout)
     # The DVC metrics are what `dvc exp show` compares: headline metrics and the data snapshot.
-    assert list(shown[""]["data"]) == ["metrics/train.json", "metrics/data.json"]
+    # The model's metrics come first (a narrow terminal keeps them), the monitoring ones last.
+    assert list(shown[""]["data"]) == [
+        "metrics/train.json",
+        "metrics/data.json",
+        "metrics/out_of_time.json",
+        "metrics/drift.json",
+    ]
     metrics = shown[""]["data"]["metrics/train.json"]["data"]
     assert list(metrics) == ["validation", "test", "model"]
-    assert list(metrics["validation"]) == list(metrics["test"]) == list(evaluate.HEADLINE)
+    headline = [*evaluate.HEADLINE, *evaluate.CALIBRATION]
+    assert list(metrics["validation"]) == list(metrics["test"]) == headline
     for name in REPORTED:
         assert 0.5 < metrics["test"][name] <= 1.0, name
     assert shown[""]["data"]["metrics/data.json"]["data"]["chunks_ingested"] == 2

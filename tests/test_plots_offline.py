@@ -14,7 +14,9 @@ from pipeline.sandbox import env
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-VEGA_PLOTS = 4  # ROC, precision-recall, confusion matrix, feature importance (dvc.yaml)
+# ROC, precision-recall, confusion matrix, feature importance, reliability diagram, ROC-AUC by
+# arrival chunk, drift share by arrival chunk (dvc.yaml)
+VEGA_PLOTS = 7
 
 
 @pytest.fixture(scope="module")

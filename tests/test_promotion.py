@@ -22,11 +22,12 @@ import httpx
 import numpy as np
 import pandas as pd
 import pytest
-from tests.pipeline_repo import dvc, env, file_digests
-from tests.service_helpers import import_model, start_service
 
+from app.local_service import import_model, start_service
 from pipeline import compare
+from pipeline.sandbox import dvc, env
 from tests.exp_repo import baseline_repo
+from tests.helpers import file_digests
 
 pytestmark = pytest.mark.slow
 

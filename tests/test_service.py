@@ -394,15 +394,16 @@ def test_tree_contributions_are_exact_for_every_class(workspace, tables, metadat
     from app.schemas import PredictRequest
 
     predictor = Predictor.from_directory(workspace / "models")
-    if not TreeEnsemble.supports(predictor.bundle.model):
-        pytest.skip("the promoted model is not a forest")
+    forest = predictor.bundle.model["model"]  # the Pipeline's estimator, after the encoders
+    assert TreeEnsemble.supports(forest), "the promoted model is a forest"
     keys_ = sample_test_split(300, seed=9, dataset=workspace / DATASET)
     request = PredictRequest.model_validate({"accidents": request_records(tables, keys_)})
     matrix = predictor.features(to_tables(request.accidents))
-    x = matrix[predictor.bundle.features].to_numpy(dtype=np.float32)
-    found = TreeContributions(predictor.bundle.model)(x)
+    encoded = predictor.bundle.model["encode"].transform(matrix[predictor.bundle.features])
+    x = np.asarray(encoded, dtype=np.float32)
+    found = TreeContributions(forest)(x)
     expected = predictor.bundle.predict_proba(matrix)
-    assert found.values.shape == (len(x), len(predictor.bundle.features), len(expected[0]))
+    assert found.values.shape == (len(x), len(predictor.estimator_inputs), len(expected[0]))
     np.testing.assert_allclose(found.bias + found.values.sum(axis=1), expected, rtol=0, atol=1e-12)
     assert np.abs(found.values).max() > 0.01  # the features do move the probabilities
 
