@@ -3,8 +3,6 @@ of the bundled chunks, and the dashboard's Monitoring page."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,11 +10,10 @@ from scipy.spatial import distance
 from streamlit.testing.v1 import AppTest
 
 from pipeline import drift, evaluate
-from pipeline.features import ACCIDENT, build_features, feature_names
+from pipeline.features import ACCIDENT, GROUPS, build_features, feature_names
+from pipeline.paths import DATASET, ROOT
+from pipeline.sandbox import dvc, make_pipeline_repo
 
-ROOT = Path(__file__).resolve().parents[1]
-DATASET = ROOT / "data" / "processed" / "dataset.parquet"
-GROUPS = ["time", "conditions", "place", "location", "vehicles", "users"]
 ONLY_2024 = {"day_of_week", "col", "dep_code", "vma", "min_age", "share_protected"}
 
 
@@ -35,11 +32,17 @@ def test_calibration_error_is_the_weighted_gap_per_bin():
 
 
 @pytest.fixture(scope="module")
-def real() -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The real processed dataset and its model features (the workspace's pipeline output)."""
-    if not DATASET.is_file():
-        pytest.skip(f"{DATASET} not built: run `dvc repro split`")
-    dataset = pd.read_parquet(DATASET)
+def real(tmp_path_factory) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The real processed dataset (all bundled data, 12 chunks) and its model features: the
+    workspace's pipeline output, else (a fresh clone) built by a real `dvc repro split`."""
+    path = ROOT / DATASET
+    if not path.is_file():
+        if not (ROOT / "data" / "raw").is_dir():
+            pytest.skip("no data/raw: run `make data`")
+        repo = make_pipeline_repo(tmp_path_factory.mktemp("bundled"), overrides=[])
+        dvc("repro", "-q", "split", cwd=repo)
+        path = repo / DATASET
+    dataset = pd.read_parquet(path)
     return dataset, build_features(dataset, GROUPS)[feature_names(ACCIDENT, GROUPS)]
 
 
