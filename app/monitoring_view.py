@@ -11,7 +11,13 @@ from typing import Any
 
 import pandas as pd
 
-from pipeline.paths import DRIFT_METRICS, DRIFT_REPORTS, LIVE_DRIFT, OUT_OF_TIME_METRICS
+from pipeline.paths import (
+    DRIFT_METRICS,
+    DRIFT_REPORTS,
+    LIVE_DRIFT,
+    OUT_OF_TIME_METRICS,
+    OUT_OF_TIME_PLOT,
+)
 
 CHUNK_PREFIX = "chunk_"
 
@@ -30,10 +36,12 @@ def _per_chunk(section: dict[str, Any]) -> pd.DataFrame:
 
 
 def out_of_time(repo: Path) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Figures per chunk, and the rest (summary, transfer, model)."""
+    """Every figure per chunk (the plot file: the DVC metric keeps three of them), and the
+    rest of the metric (summary, transfer, model)."""
     metrics = (_read(repo / OUT_OF_TIME_METRICS) or {}).get("out_of_time", {})
     rest = {k: v for k, v in metrics.items() if not k.startswith(CHUNK_PREFIX)}
-    return _per_chunk(metrics), rest
+    plot = repo / OUT_OF_TIME_PLOT
+    return (pd.read_csv(plot) if plot.is_file() else pd.DataFrame()), rest
 
 
 def drift_by_chunk(repo: Path) -> pd.DataFrame:

@@ -57,6 +57,7 @@ def arrivals(workspace, tmp_path_factory) -> dict:
             "dataset": dataset,
             "metrics": json.loads((repo / "metrics/out_of_time.json").read_text())["out_of_time"],
             "drift": json.loads((repo / "metrics/drift.json").read_text())["drift"],
+            "plot": pd.read_csv(repo / "plots/out_of_time.csv"),
             "cache": file_digests(repo / CACHE),
             "reports": sorted(p.name for p in (repo / "reports/drift").iterdir()),
         }
@@ -75,8 +76,12 @@ def test_an_arriving_chunk_runs_one_fit_and_keeps_earlier_figures(arrivals):
     assert set(first["cache"]) < set(second["cache"])
     assert all(second["cache"][name] == digest for name, digest in first["cache"].items())
     dataset = second["dataset"]
+    table = second["plot"].set_index("chunk")
     for k in (2, 3, 4):
-        figures = second["metrics"][f"chunk_{k:04d}"]
+        figures = table.loc[k]
+        assert second["metrics"][f"chunk_{k:04d}"] == {
+            name: pytest.approx(figures[name]) for name in ("roc_auc", "f1_weighted", "ece")
+        }
         chunk = dataset[dataset["arrival_chunk"] == k]
         earlier = dataset[(dataset["arrival_chunk"] < k) & (dataset["dataset_split"] == "train")]
         assert (figures["rows"], figures["train_rows"]) == (CHUNK, len(earlier))
