@@ -17,12 +17,11 @@ import argparse
 import subprocess
 import sys
 
+from pipeline.evaluate import HEADLINE
 from pipeline.io import read_json
 from pipeline.paths import DRIFT_METRICS, OUT_OF_TIME_METRICS, PROGRESS_FILE, TRAIN_METRICS
 from pipeline.progress import next_chunk_count
 from pipeline.promote import PROMOTED_METADATA
-
-COMPARED = ("roc_auc", "pr_auc", "f1_weighted", "log_loss")
 
 
 def run(command: list[str]) -> int:
@@ -49,7 +48,7 @@ def comparison() -> None:
     challenger = (read_json(TRAIN_METRICS, default={}) or {}).get("test", {})
     champion = ((read_json(PROMOTED_METADATA, default={}) or {}).get("metrics") or {}).get("test")
     print(f"retrain: {'test metric':<14}{'challenger':>12}{'champion':>12}")
-    for metric in COMPARED:
+    for metric in HEADLINE:
         theirs = "—" if not champion else champion.get(metric, "—")
         print(f"retrain: {metric:<14}{challenger.get(metric, '—')!s:>12}{theirs!s:>12}")
 
