@@ -166,15 +166,22 @@ def build_corpus(workspace: Path, batch_size: int) -> dict[str, list[bytes]]:
     }
 
 
+def promoted_model(tmp_dir: Path) -> tuple[Path, Path]:
+    """(workspace, BentoML home holding its promoted model): this repository's, or a small real
+    one built here on a fresh clone."""
+    workspace = ROOT
+    if not has_outputs(ROOT):
+        print("no promoted model here: running the small real pipeline first...", flush=True)
+        workspace = small_workspace(tmp_dir / "workspace")
+    home = tmp_dir / "bentoml_home"
+    import_model(workspace, home)
+    return workspace, home
+
+
 def load(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-load-") as tmp, ThreadPoolExecutor(1) as pool:
         tmp_dir = Path(tmp)
-        workspace = ROOT
-        if not has_outputs(ROOT):
-            print("no promoted model here: running the small real pipeline first...", flush=True)
-            workspace = small_workspace(tmp_dir / "workspace")
-        home = tmp_dir / "bentoml_home"
-        import_model(workspace, home)
+        workspace, home = promoted_model(tmp_dir)
         print("starting the service; building requests from real accidents...", flush=True)
         # Both take ~15 s on 2 cores: the service starts in its own process meanwhile.
         corpus_future = pool.submit(build_corpus, workspace, args.batch_size)
@@ -269,12 +276,7 @@ def compare(args: argparse.Namespace) -> dict[str, Any]:
         ThreadPoolExecutor(1) as pool,
     ):
         tmp_dir = Path(tmp)
-        workspace = ROOT
-        if not has_outputs(ROOT):
-            print("no promoted model here: running the small real pipeline first...", flush=True)
-            workspace = small_workspace(tmp_dir / "workspace")
-        home = tmp_dir / "bentoml_home"
-        import_model(workspace, home)
+        workspace, home = promoted_model(tmp_dir)
         print("starting both services; building requests from real accidents...", flush=True)
         corpus_future = pool.submit(build_corpus, workspace, args.batch_size)
         settings = {"API_KEY": KEY, "BAAC_WORKERS": str(args.workers)}
