@@ -13,10 +13,10 @@ import pandas as pd
 
 from pipeline.paths import (
     DRIFT_METRICS,
-    DRIFT_REPORTS,
     LIVE_DRIFT,
     OUT_OF_TIME_METRICS,
     OUT_OF_TIME_PLOT,
+    drift_report,
 )
 
 CHUNK_PREFIX = "chunk_"
@@ -48,7 +48,7 @@ def drift_by_chunk(repo: Path) -> pd.DataFrame:
     """share_drifted and target_rate per chunk, with the path of each chunk's HTML report."""
     frame = _per_chunk((_read(repo / DRIFT_METRICS) or {}).get("drift", {}))
     if not frame.empty:
-        frame["report"] = [str(DRIFT_REPORTS / f"chunk-{c:04d}.html") for c in frame["chunk"]]
+        frame["report"] = [str(drift_report(c)) for c in frame["chunk"]]
     return frame
 
 

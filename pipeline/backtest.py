@@ -34,7 +34,13 @@ from omegaconf import DictConfig, OmegaConf
 from pipeline import evaluate
 from pipeline.io import atomic_path, read_json, remove_leftovers, run_stage, write_json, write_text
 from pipeline.params import load_params
-from pipeline.paths import BACKTEST_CACHE, OUT_OF_TIME_METRICS, OUT_OF_TIME_PLOT, TRAIN_METRICS
+from pipeline.paths import (
+    BACKTEST_CACHE,
+    OUT_OF_TIME_METRICS,
+    OUT_OF_TIME_PLOT,
+    TRAIN_METRICS,
+    chunk_key,
+)
 from pipeline.train import TrainingData, load_training_data, make_model
 
 SOURCE_YEAR, TARGET_YEAR = 2018, 2024
@@ -199,10 +205,6 @@ def summary(chunks: dict[int, dict], test_roc_auc: float | None) -> dict:
     }
 
 
-def chunk_name(chunk: int) -> str:
-    return f"chunk_{chunk:04d}"
-
-
 def run(params: DictConfig, cache_folder: Path = BACKTEST_CACHE) -> dict:
     remove_leftovers(cache_folder, OUT_OF_TIME_METRICS, OUT_OF_TIME_PLOT)
     cache_folder.mkdir(parents=True, exist_ok=True)
@@ -222,7 +224,7 @@ def run(params: DictConfig, cache_folder: Path = BACKTEST_CACHE) -> dict:
     test_roc_auc = read_json(TRAIN_METRICS, default={}).get("test", {}).get("roc_auc")
     metrics: dict = {
         "model": {key: settings[key] for key in ("name", "n_estimators") if key in settings},
-        **{chunk_name(k): {n: f[n] for n in METRIC_FIGURES} for k, f in chunks.items()},
+        **{chunk_key(k): {n: f[n] for n in METRIC_FIGURES} for k, f in chunks.items()},
         "summary": summary(chunks, test_roc_auc),
     }
     if transfer is not None:

@@ -26,7 +26,6 @@ import argparse
 import html
 import sys
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -37,7 +36,14 @@ from scipy.spatial import distance
 from pipeline.features import ACCIDENT, build_features, feature_categories, feature_names
 from pipeline.io import remove_leftovers, run_stage, write_json, write_text
 from pipeline.params import load_params
-from pipeline.paths import DATASET, DRIFT_METRICS, DRIFT_PLOT, DRIFT_REPORTS
+from pipeline.paths import (
+    DATASET,
+    DRIFT_METRICS,
+    DRIFT_PLOT,
+    DRIFT_REPORTS,
+    chunk_key,
+    drift_report,
+)
 
 LARGE_REFERENCE = 1000  # Evidently: distances above this many reference rows, tests below
 DISTANCE_THRESHOLD = 0.1
@@ -251,14 +257,6 @@ one side only has <em>appeared</em> or <em>vanished</em> (drift).</p>
 # --- the stage ------------------------------------------------------------------------------
 
 
-def chunk_name(chunk: int) -> str:
-    return f"chunk_{chunk:04d}"
-
-
-def report_path(chunk: int, folder: Path = DRIFT_REPORTS) -> Path:
-    return folder / f"chunk-{chunk:04d}.html"
-
-
 def chunk_reports(dataset: pd.DataFrame, groups: list[str], first_chunk: int) -> list:
     """(chunk, report) for each arrival chunk from ``first_chunk`` on."""
     features = build_features(dataset, groups)[feature_names(ACCIDENT, groups)]
@@ -286,8 +284,8 @@ def run(params: DictConfig) -> dict:
     reports = chunk_reports(dataset, list(params.features.groups), params.monitor.first_chunk)
     metrics: dict = {}
     for k, report in reports:
-        write_text(render_html(report), report_path(k))
-        metrics[chunk_name(k)] = {
+        write_text(render_html(report), drift_report(k))
+        metrics[chunk_key(k)] = {
             "share_drifted": report.share_drifted,
             "target_rate": report.current_target_rate,
         }

@@ -45,3 +45,13 @@ DRIFT_PLOT = PLOTS_DIR / "drift_share.csv"
 DRIFT_REPORTS = REPORTS_DIR / "drift"
 LIVE_DRIFT = REPORTS_DIR / "live" / "drift.json"
 LIVE_DRIFT_REPORT = REPORTS_DIR / "live" / "drift.html"
+
+
+def chunk_key(chunk: int) -> str:
+    """The key of an arrival chunk in the monitoring metrics: ``out_of_time.chunk_0007``."""
+    return f"chunk_{chunk:04d}"
+
+
+def drift_report(chunk: int, folder: Path = DRIFT_REPORTS) -> Path:
+    """The drift stage's HTML report of an arrival chunk."""
+    return folder / f"chunk-{chunk:04d}.html"

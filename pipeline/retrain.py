@@ -17,11 +17,15 @@ import argparse
 import subprocess
 import sys
 
-from pipeline.evaluate import HEADLINE
 from pipeline.io import read_json
-from pipeline.paths import DRIFT_METRICS, OUT_OF_TIME_METRICS, PROGRESS_FILE, TRAIN_METRICS
+from pipeline.paths import (
+    DRIFT_METRICS,
+    OUT_OF_TIME_METRICS,
+    PROGRESS_FILE,
+    chunk_key,
+    drift_report,
+)
 from pipeline.progress import next_chunk_count
-from pipeline.promote import PROMOTED_METADATA
 
 
 def run(command: list[str]) -> int:
@@ -30,27 +34,16 @@ def run(command: list[str]) -> int:
 
 
 def chunk_report(chunk: int) -> None:
-    name = f"chunk_{chunk:04d}"
+    name = chunk_key(chunk)
     drift = (read_json(DRIFT_METRICS, default={}).get("drift") or {}).get(name)
     oot = (read_json(OUT_OF_TIME_METRICS, default={}).get("out_of_time") or {}).get(name)
     if drift:
         share, rate = drift["share_drifted"], drift["target_rate"]
-        report = f"reports/drift/chunk-{chunk:04d}.html"
+        report = drift_report(chunk)
         print(f"retrain: chunk {chunk}: drift share {share}, severe rate {rate} ({report})")
     if oot:
         roc_auc = oot["roc_auc"]
         print(f"retrain: chunk {chunk}: out-of-time ROC-AUC {roc_auc} (trained on earlier chunks)")
-
-
-def comparison() -> None:
-    """Challenger (the experiment, now in the workspace) against the champion (models/); the
-    test sets differ by the new chunk's test rows, so this is an indication, not the gate."""
-    challenger = (read_json(TRAIN_METRICS, default={}) or {}).get("test", {})
-    champion = ((read_json(PROMOTED_METADATA, default={}) or {}).get("metrics") or {}).get("test")
-    print(f"retrain: {'test metric':<14}{'challenger':>12}{'champion':>12}")
-    for metric in HEADLINE:
-        theirs = "—" if not champion else champion.get(metric, "—")
-        print(f"retrain: {metric:<14}{challenger.get(metric, '—')!s:>12}{theirs!s:>12}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,11 +68,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"retrain: the experiment failed (exit {status}); nothing promoted")
         return status
     chunk_report(chunk)
-    comparison()
+    # The gate prints the comparison with the champion (validation, and paired intervals).
     status = run([sys.executable, "-m", "pipeline.promote", "--experiment", name])
     if status == 0:
         print("retrain: promoted. To commit:\n"
-              "  git add params.yaml dvc.lock models.dvc metrics/ plots/\n"
+              "  git add params.yaml dvc.lock models.dvc metrics/ plots/ reports/promotions/\n"
               f"  git commit -m 'Retrain on chunk {chunk} ({name})'\n"
               "  dvc push   # the model and data, to your DVC remote\n"
               "then restart the service (make serve) and watch it: make monitor")  # fmt: skip
