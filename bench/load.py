@@ -40,12 +40,13 @@ from typing import Any
 
 import httpx
 
-from app.examples.make_example import (
+from baac_severity.config import CHUNKS_DIR, DATASET, ROOT
+from baac_severity.serving.examples import (
     load_tables,
     request_records,
     sample_test_split,
 )
-from app.local_service import (
+from baac_severity.testing.local_service import (
     has_outputs,
     import_model,
     service_rss,
@@ -53,7 +54,6 @@ from app.local_service import (
     start_service,
 )
 from bench.serve import KEY, Client, percentiles
-from pipeline.paths import CHUNKS_DIR, DATASET, ROOT
 
 MIB = 2**20
 KINDS = ("single", "batch")

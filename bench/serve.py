@@ -2,8 +2,8 @@
 
 Starts the real service (``bentoml serve``, its own BentoML home with the promoted model) and,
 for comparison, a minimal Starlette app under uvicorn that runs the same validation, feature
-code and model (``app.schemas``, ``app.inference``). For each it measures, over keep-alive
-HTTP on loopback:
+code and model (``baac_severity.serving.schemas``, ``baac_severity.serving.inference``). For each
+it measures, over keep-alive HTTP on loopback:
 
 - the latency (p50/p95/p99) of single-accident requests, one at a time;
 - the latency of 1,000-accident requests, one at a time;
@@ -36,9 +36,15 @@ from typing import Any
 import httpx
 import numpy as np
 
-from app.examples.make_example import load_tables, request_records, sample_test_split
-from app.local_service import environment, free_port, import_model, start, stop_process
-from pipeline.paths import ROOT
+from baac_severity.config import ROOT
+from baac_severity.serving.examples import load_tables, request_records, sample_test_split
+from baac_severity.testing.local_service import (
+    environment,
+    free_port,
+    import_model,
+    start,
+    stop_process,
+)
 
 KEY = "bench-key"
 GOALS = {"single_p50_ms": 10.0, "batch_p50_ms": 100.0, "throughput_ratio": 0.8}
@@ -55,8 +61,8 @@ def baseline_app() -> Any:
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
-    from app import schemas
-    from app.inference import Predictor, settle_heap
+    from baac_severity.serving import schemas
+    from baac_severity.serving.inference import Predictor, settle_heap
 
     predictor = Predictor.from_directory(os.environ["BASELINE_MODEL_DIR"])
     predictor.warm_up()  # as the service does
@@ -267,9 +273,10 @@ def median_ms(function: Callable[[], Any], repeat: int) -> float:
 
 
 def breakdown(model_dir: Path, body: bytes, repeat: int) -> dict[str, float]:
-    from app import schemas
-    from app.inference import Predictor, to_tables
-    from pipeline import entities, features
+    from baac_severity import features
+    from baac_severity.data import entities
+    from baac_severity.serving import schemas
+    from baac_severity.serving.inference import Predictor, to_tables
 
     predictor = Predictor.from_directory(model_dir)
     request, _ = schemas.parse_request(schemas.PredictRequest, body)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline.sandbox import env, make_pipeline_repo, write_params
+from baac_severity.testing.sandbox import env, make_pipeline_repo, write_params
 
 STAGES = ["ingest-chunk", "clean-scd2", "split", "train", "out-of-time", "drift"]
 MONITORING = ["out-of-time", "drift"]  # issue 12: together ≤ 45 s on 2 cores
@@ -57,8 +57,8 @@ def bench_chunks(repo: Path, overrides: list[str], chunks: int) -> tuple[list[fl
     process_times, work_times = [], []
     for arrived in range(1, chunks + 1):
         write_params(repo, [*overrides, f"ingest.chunks={arrived}"])
-        timed([sys.executable, "-m", "pipeline.ingest"], repo)
-        seconds, _, stderr = timed([sys.executable, "-m", "pipeline.clean"], repo)
+        timed([sys.executable, "-m", "baac_severity.data.ingest"], repo)
+        seconds, _, stderr = timed([sys.executable, "-m", "baac_severity.data.clean"], repo)
         work = float(re.search(r"chunk \d+ applied in ([\d.]+) s", stderr).group(1))
         process_times.append(seconds)
         work_times.append(work)

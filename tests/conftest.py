@@ -9,8 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from app.local_service import has_outputs, import_model, small_workspace, start_service
-from pipeline.paths import ROOT
+from baac_severity.config import ROOT
+from baac_severity.testing.local_service import (
+    has_outputs,
+    import_model,
+    small_workspace,
+    start_service,
+)
 from tests.helpers import TEST_MAX_BODY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.sandbox import dvc, env, make_pipeline_repo, run
+from baac_severity.testing.sandbox import dvc, env, make_pipeline_repo, run
 
 # Params of the experiments every scenario starts with; they only re-run the train stage.
 WORKSPACE_EXPERIMENT = ("exp-trees10", ["model.n_estimators=10"])

@@ -1,5 +1,6 @@
-"""Helpers of the tests only; those the benchmarks share live in ``pipeline.sandbox`` (a
-throwaway repository) and ``app.local_service`` (the real service on a loopback port)."""
+"""Helpers of the tests only; those the benchmarks share live in ``baac_severity.testing.sandbox``
+(a throwaway repository) and ``baac_severity.testing.local_service`` (the real service on a loopback
+port)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from pipeline import loaders, scd2
+from baac_severity.data import loaders, scd2
 
 # The fast tests' server limit: small, so that a 413 test sends little; 10,001 minimal records fit.
 TEST_MAX_BODY = 2_000_000

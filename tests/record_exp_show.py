@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.paths import ROOT
+from baac_severity.config import ROOT
 from tests.exp_repo import (
     FAILING_EXPERIMENT,
     QUEUED_EXPERIMENTS,

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.io import write_parquet
-from pipeline.sandbox import dvc, make_pipeline_repo
-from pipeline.schema import KEY
+from baac_severity.data.io import write_parquet
+from baac_severity.data.schema import KEY
+from baac_severity.testing.sandbox import dvc, make_pipeline_repo
 from tests.helpers import file_digests
 
 CHUNK = 1000

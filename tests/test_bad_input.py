@@ -22,8 +22,8 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import loaders
-from pipeline.io import BadInputError
+from baac_severity.data import loaders
+from baac_severity.data.io import BadInputError
 from tests.helpers import load_table
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "new_format"
@@ -300,7 +300,7 @@ def test_missing_table_and_empty_file(tmp_path):
 
 def run_ingest(project: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.ingest"],
+        [sys.executable, "-m", "baac_severity.data.ingest"],
         cwd=project,
         capture_output=True,
         text=True,

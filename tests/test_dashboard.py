@@ -14,9 +14,9 @@ from typing import ClassVar
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import predict_client as support
-from app.local_service import free_port
-from app.schemas import PredictRequest
+from baac_severity.serving import client as support
+from baac_severity.serving.schemas import PredictRequest
+from baac_severity.testing.local_service import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "exp_show"
@@ -206,8 +206,8 @@ def test_build_record_follows_the_example_shape() -> None:
 
 
 def test_fallback_record_is_scored_by_the_real_service(monkeypatch, tmp_path, server, keys) -> None:
-    """Without app/examples/predict_request.json the form starts from ``default_record``: the
-    real service (the session ``server``) scores it, and the page shows the probability."""
+    """Without baac_severity/serving/predict_request.json the form starts from ``default_record``:
+    the real service (the session ``server``) scores it, and the page shows the probability."""
     monkeypatch.setattr(support, "EXAMPLE_REQUEST", tmp_path / "absent.json")
     assert support.example_record() == support.default_record()
     at = predict(monkeypatch, server.url, keys[0])

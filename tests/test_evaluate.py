@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipeline import evaluate
+from baac_severity.modeling import evaluate
 
 CLASSES = np.array([0, 1])
 LABELS = ["not_severe", "severe"]

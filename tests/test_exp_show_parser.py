@@ -1,5 +1,5 @@
-"""``app.experiments.parse_exp_show`` on ``dvc exp show --json`` answers recorded from real runs
-(``tests/record_exp_show.py``), and on malformed input."""
+"""``baac_severity.decisions.experiments.parse_exp_show`` on ``dvc exp show --json`` answers
+recorded from real runs (``tests/record_exp_show.py``), and on malformed input."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from app import experiments as ex
+from baac_severity.decisions import experiments as ex
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exp_show"
 GIT_ENV = {

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from app import experiments as ex
-from app.local_service import free_port, stop_process
-from pipeline.sandbox import env
+from baac_severity.decisions import experiments as ex
+from baac_severity.testing.local_service import free_port, stop_process
+from baac_severity.testing.sandbox import env
 from tests.exp_repo import QUEUED_EXPERIMENTS, WORKSPACE_EXPERIMENT, experiment_repo
 
 pytestmark = pytest.mark.slow
@@ -112,7 +112,16 @@ def test_restarted_page_reads_the_stored_answer(repo: Path, monkeypatch) -> None
 def test_review_reports_metric_deltas(repo: Path, tmp_path: Path) -> None:
     names = [WORKSPACE_EXPERIMENT[0], QUEUED_EXPERIMENTS[0][0]]
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.review", *names, "--baseline", "main", "--repo", repo],
+        [
+            sys.executable,
+            "-m",
+            "baac_severity.decisions.review",
+            *names,
+            "--baseline",
+            "main",
+            "--repo",
+            repo,
+        ],
         cwd=ROOT,
         env=env(),
         capture_output=True,

@@ -1,4 +1,5 @@
-"""``pipeline.fetch`` against a loopback fake of the data.gouv.fr API: only the internet is mocked.
+"""``baac_severity.data.fetch`` against a loopback fake of the data.gouv.fr API: only the internet
+is mocked.
 
 A real HTTP server on 127.0.0.1 serves a dataset document shaped like
 ``GET https://www.data.gouv.fr/api/1/datasets/<id>/`` and the files it lists: the bundled 2018
@@ -25,8 +26,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from pipeline import fetch
-from pipeline.loaders import load_year
+from baac_severity.data import fetch
+from baac_severity.data.loaders import load_year
 
 ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_2018 = ROOT / "data" / "raw" / "2018"
@@ -490,7 +491,7 @@ def test_bad_years_are_argparse_errors(text, tmp_path, capsys):
         fetch.main(["--years", text, "--raw-dir", str(tmp_path)])
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
-    assert "usage: python -m pipeline.fetch" in err and "--years" in err
+    assert "usage: python -m baac_severity.data.fetch" in err and "--years" in err
 
 
 # ------------------------------------------------------------------------ real process
@@ -504,14 +505,14 @@ def subprocess_env(server: FakeDataGouv) -> dict[str, str]:
 
 def test_help_in_a_subprocess():
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.fetch", "--help"],
+        [sys.executable, "-m", "baac_severity.data.fetch", "--help"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    for text in ("usage: python -m pipeline.fetch", "--years", "--raw-dir", "--api-url"):
+    for text in ("usage: python -m baac_severity.data.fetch", "--years", "--raw-dir", "--api-url"):
         assert text in result.stdout
     assert "--force" in result.stdout and "--dry-run" in result.stdout
     assert fetch.API_URL_ENV in result.stdout and "data/raw" in result.stdout
@@ -520,7 +521,7 @@ def test_help_in_a_subprocess():
 def test_full_fetch_in_a_subprocess(server, tmp_path):
     # Run from a scratch directory so that the default --raw-dir (data/raw) is exercised
     # without touching the repository's own raw dump.
-    command = [sys.executable, "-m", "pipeline.fetch", "--years", "2022"]
+    command = [sys.executable, "-m", "baac_severity.data.fetch", "--years", "2022"]
     result = subprocess.run(
         command,
         cwd=tmp_path,

@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import entities, features, schema, train
-from pipeline.loaders import load_year
-from pipeline.model_store import load_model
-from pipeline.params import compose
-from pipeline.paths import DATASET, DATASET_USERS, MODEL_FILE
+from baac_severity import features
+from baac_severity.config import DATASET, DATASET_USERS, MODEL_FILE, compose
+from baac_severity.data import entities, schema
+from baac_severity.data.loaders import load_year
+from baac_severity.modeling import train
+from baac_severity.modeling.model_store import load_model
 from tests.baac_facts import OUTCOME_DERIVED_2024
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +91,7 @@ def test_training_never_sees_validation_or_test_labels(tables_2024, tmp_path, mo
         DATASET.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(DATASET)
         users.to_parquet(DATASET_USERS)
-        with caplog.at_level(logging.INFO, logger="pipeline.train"):
+        with caplog.at_level(logging.INFO, logger="baac_severity.modeling.train"):
             metrics = train.train(params)
         model = load_model(MODEL_FILE).model
         model["model"].n_jobs = 1  # threads add the trees' probabilities in any order

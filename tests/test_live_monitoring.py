@@ -1,6 +1,6 @@
 """Live monitoring against the real service (the session's ``bentoml serve``): replayed
-held-out accidents feed the prediction log, and ``python -m pipeline.monitor`` exits 0 on
-them and 1 once the same accidents arrive shifted (night, rain, rural)."""
+held-out accidents feed the prediction log, and ``python -m baac_severity.monitoring.live`` exits 0
+on them and 1 once the same accidents arrive shifted (night, rain, rural)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from app.examples.make_example import load_tables, request_records, sample_test_split
-from app.examples.replay import replay, shifted
-from pipeline import monitor, prediction_log
-from pipeline.params import load_params
+from baac_severity.config import load_params
+from baac_severity.monitoring import live as monitor
+from baac_severity.monitoring import prediction_log
+from baac_severity.serving.examples import load_tables, request_records, sample_test_split
+from baac_severity.serving.replay import replay, shifted
 
 REPLAYED = 500
 

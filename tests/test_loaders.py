@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import entities, loaders, schema
+from baac_severity.data import entities, loaders, schema
 from tests.baac_facts import OUTCOME_DERIVED_2024
 from tests.helpers import load_table
 

@@ -1,5 +1,5 @@
-"""A model whose recorded feature schema differs from ``pipeline/features.py`` is refused by
-``python -m pipeline.promote`` and by the service at start-up.
+"""A model whose recorded feature schema differs from ``baac_severity/features.py`` is refused by
+``python -m baac_severity.decisions.promote`` and by the service at start-up.
 
 The tampered bundles are the real promoted model (a fresh clone first runs the small real
 pipeline) with its recorded schema altered: a feature renamed, one removed, a category set
@@ -20,19 +20,20 @@ from pathlib import Path
 import joblib
 import pytest
 
-from app.local_service import SERVICE, environment, free_port, import_model
-from pipeline import features, promote
-from pipeline.model_store import ModelBundle, feature_schema_problems, load_model
-from pipeline.paths import DATASET, DATASET_USERS, PROMOTED_DIR, ROOT
-from pipeline.sandbox import run
+from baac_severity import features
+from baac_severity.config import DATASET, DATASET_USERS, PROMOTED_DIR, ROOT
+from baac_severity.decisions import promote
+from baac_severity.modeling.model_store import ModelBundle, feature_schema_problems, load_model
+from baac_severity.testing.local_service import SERVICE, environment, free_port, import_model
+from baac_severity.testing.sandbox import run
 
 RENAMED, REMOVED, RECODED = "lum", "n_vehicles", "lum"  # features every model has (2018 too)
 
 
 @pytest.fixture(scope="module")
 def real_bundle(workspace) -> ModelBundle:
-    """The promoted model, with the schema `pipeline.train` records (a model promoted before
-    schemas were recorded gets the one its training recorded now)."""
+    """The promoted model, with the schema `baac_severity.modeling.train` records (a model promoted
+    before schemas were recorded gets the one its training recorded now)."""
     bundle = load_model(workspace / PROMOTED_DIR / "model.joblib")
     if bundle.feature_schema is None:
         columns = dict.fromkeys(bundle.features, features.FEATURE_DTYPE)
@@ -144,7 +145,11 @@ def test_promote_refuses_a_tampered_model_and_writes_nothing(real_bundle, worksp
     home = tmp_path / "bentoml_home"
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.promote"],  # with `dvc add` and the BentoML import
+        [
+            sys.executable,
+            "-m",
+            "baac_severity.decisions.promote",
+        ],  # with `dvc add` and the BentoML import
         cwd=repo,
         env=environment(home),
         capture_output=True,
@@ -154,7 +159,7 @@ def test_promote_refuses_a_tampered_model_and_writes_nothing(real_bundle, worksp
     print(f"promote refused in {time.perf_counter() - started:.1f} s:\n{result.stderr}")
     assert result.returncode == 2
     assert result.stderr.startswith("promote: refusing to promote: model/model.joblib: ")
-    assert "the model's feature schema differs from pipeline/features.py" in result.stderr
+    assert "the model's feature schema differs from baac_severity/features.py" in result.stderr
     assert f"missing feature '{RENAMED}_v2'" in result.stderr
     assert f"extra feature '{RENAMED}'" in result.stderr
     assert "retrain it with `dvc repro train`" in result.stderr

@@ -9,10 +9,11 @@ import pytest
 from scipy.spatial import distance
 from streamlit.testing.v1 import AppTest
 
-from pipeline import drift, evaluate
-from pipeline.features import ACCIDENT, GROUPS, build_features, feature_names
-from pipeline.paths import DATASET, ROOT
-from pipeline.sandbox import dvc, make_pipeline_repo
+from baac_severity.config import DATASET, ROOT
+from baac_severity.features import ACCIDENT, GROUPS, build_features, feature_names
+from baac_severity.modeling import evaluate
+from baac_severity.monitoring import drift
+from baac_severity.testing.sandbox import dvc, make_pipeline_repo
 
 ONLY_2024 = {"day_of_week", "col", "dep_code", "vma", "min_age", "share_protected"}
 

@@ -16,9 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline import clean, ingest, schema, split
-from pipeline.loaders import load_raw_dump
-from pipeline.paths import (
+from baac_severity.config import (
     CHUNKS_DIR,
     CLEAN_ACCIDENTS,
     CLEAN_USERS,
@@ -27,6 +25,8 @@ from pipeline.paths import (
     PROGRESS_FILE,
     SPLIT_METRICS,
 )
+from baac_severity.data import clean, ingest, schema, split
+from baac_severity.data.loaders import load_raw_dump
 from tests.helpers import file_digests
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -172,7 +172,7 @@ def test_clean_refuses_an_empty_chunk_and_keeps_its_outputs(full_run, tmp_path):
     manifest |= {"chunk_id": 3, "content_hash": "empty"}
     (chunk / "chunk.json").write_text(json.dumps(manifest))
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.clean"],
+        [sys.executable, "-m", "baac_severity.data.clean"],
         cwd=workdir,
         capture_output=True,
         text=True,

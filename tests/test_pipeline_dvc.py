@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline import evaluate, schema
-from pipeline.params import compose
-from pipeline.paths import ROOT
-from pipeline.sandbox import dvc, make_pipeline_repo
+from baac_severity.config import ROOT, compose
+from baac_severity.data import schema
+from baac_severity.modeling import evaluate
+from baac_severity.testing.sandbox import dvc, make_pipeline_repo
 from tests.helpers import lock_hashes
 
 pytestmark = pytest.mark.skipif(

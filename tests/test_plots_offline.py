@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.sandbox import env
+from baac_severity.testing.sandbox import env
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from pipeline import clean, ingest
-from pipeline.loaders import load_raw_dump
-from pipeline.paths import RAW_DIR, ROOT
+from baac_severity.config import RAW_DIR, ROOT
+from baac_severity.data import clean, ingest
+from baac_severity.data.loaders import load_raw_dump
 
 RAW = ROOT / RAW_DIR
 pytestmark = pytest.mark.skipif(not RAW.is_dir(), reason="data/raw missing: run `make data`")

@@ -23,9 +23,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from app.local_service import import_model, start_service
-from pipeline import compare
-from pipeline.sandbox import dvc, env
+from baac_severity.decisions import compare
+from baac_severity.testing.local_service import import_model, start_service
+from baac_severity.testing.sandbox import dvc, env
 from tests.exp_repo import baseline_repo
 from tests.helpers import file_digests
 
@@ -56,7 +56,7 @@ def recorded() -> dict:
 def promote(repo: Path, home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
     variables = {**env(), "BENTOML_HOME": str(home), **extra_env}
     return subprocess.run(
-        [sys.executable, "-m", "pipeline.promote", *args],
+        [sys.executable, "-m", "baac_severity.decisions.promote", *args],
         cwd=repo,
         env=variables,
         capture_output=True,
@@ -126,7 +126,7 @@ def test_a_clearly_better_model_gets_an_interval_above_zero(repo: Path) -> None:
 
 
 def test_weighted_metrics_match_sklearn_for_multiclass() -> None:
-    from pipeline import evaluate
+    from baac_severity.modeling import evaluate
 
     rng = np.random.default_rng(3)
     target = rng.integers(0, 4, 3000)
@@ -261,7 +261,7 @@ def test_the_served_model_leads_back_to_its_run_and_data(
 
 def test_review_says_no_experiment_beats_main(repo: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.review", "--no-plots"],
+        [sys.executable, "-m", "baac_severity.decisions.review", "--no-plots"],
         cwd=repo,
         env=env(),
         capture_output=True,

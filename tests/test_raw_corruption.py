@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
-from pipeline import ingest, loaders, schema
-from pipeline.io import BadInputError
+from baac_severity.data import ingest, loaders, schema
+from baac_severity.data.io import BadInputError
 from tests.helpers import load_table
 from tests.test_bad_input import outputs, run_ingest, tree
 from tests.test_pipeline_data import cached_raw_dump

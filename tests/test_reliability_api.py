@@ -45,14 +45,16 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from app.auth import API_KEY_HEADER
-from app.examples.make_example import EXAMPLE
-from app.local_service import service_rss, start_service
-from app.schemas import MAX_RECORDS
+from baac_severity.serving.auth import API_KEY_HEADER
+from baac_severity.serving.examples import EXAMPLE
+from baac_severity.serving.schemas import MAX_RECORDS
+from baac_severity.testing.local_service import service_rss, start_service
 from tests.helpers import TEST_MAX_BODY
 
 pytestmark = pytest.mark.slow
-DEFAULT_MAX_BODY = 32 * 1024 * 1024  # app.settings' MAX_BODY_BYTES default, kept below
+DEFAULT_MAX_BODY = (
+    32 * 1024 * 1024
+)  # baac_severity.serving.settings' MAX_BODY_BYTES default, kept below
 HOSTILE_BODY_BYTES = 50 * 1024 * 1024
 RSS_TOLERANCE = 1.10  # memory after a hostile body: within 10 % of the warmed-up baseline
 FUZZ_MIN_CASES = 1_000
@@ -71,7 +73,7 @@ DOCUMENTED = [
 
 @pytest.fixture(scope="module")
 def example() -> dict[str, Any]:
-    """Four real accidents of the test split (app/examples/predict_request.json)."""
+    """Four real accidents of the test split (baac_severity/serving/predict_request.json)."""
     return json.loads(EXAMPLE.read_text())
 
 

@@ -35,10 +35,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from pipeline import clean, ingest, scd2
-from pipeline.io import DISK_FULL_EXIT, is_temp_leftover, read_json
-from pipeline.loaders import load_raw_dump
-from pipeline.paths import (
+from baac_severity.config import (
     CHUNKS_DIR,
     CLEAN_ACCIDENTS,
     CLEAN_DIR,
@@ -49,7 +46,12 @@ from pipeline.paths import (
     PROGRESS_FILE,
     ROOT,
 )
-from pipeline.sandbox import dvc, env, make_pipeline_repo
+from baac_severity.data import clean, ingest, scd2
+from baac_severity.data.io import DISK_FULL_EXIT, is_temp_leftover, read_json
+from baac_severity.data.loaders import load_raw_dump
+from baac_severity.stages import clean as clean_stage
+from baac_severity.stages import ingest as ingest_stage
+from baac_severity.testing.sandbox import dvc, env, make_pipeline_repo
 from tests.helpers import file_digests, lock_hashes
 from tests.test_scd2 import KEY, as_of, chunk_frame, chunks_strategy
 
@@ -98,9 +100,12 @@ class Stage:
 
 STAGES = {
     "ingest-chunk": Stage(
-        "ingest-chunk", "pipeline.ingest", (CHUNKS_DIR, PROGRESS_FILE, DATA_SUMMARY), CHUNKS_DIR
+        "ingest-chunk",
+        "baac_severity.stages.ingest",
+        (CHUNKS_DIR, PROGRESS_FILE, DATA_SUMMARY),
+        CHUNKS_DIR,
     ),
-    "clean-scd2": Stage("clean-scd2", "pipeline.clean", (CLEAN_DIR,), CLEAN_DIR),
+    "clean-scd2": Stage("clean-scd2", "baac_severity.stages.clean", (CLEAN_DIR,), CLEAN_DIR),
 }
 
 
@@ -174,7 +179,7 @@ def assert_readers_see_whole_outputs(repo: Path) -> None:
 # its own process group and runs the stage's real ``main``.
 FORK_SERVER = r"""
 import importlib, os, sys, traceback
-import pipeline.clean, pipeline.ingest
+import baac_severity.stages.clean, baac_severity.stages.ingest
 print("ready", flush=True)
 for line in sys.stdin:
     pid = os.fork()
@@ -577,11 +582,11 @@ def ingested(tmp_path_factory) -> dict[int, Path]:
     """Projects where the first 2 chunks of 2018 are ingested and cleaned, and chunk 3 has
     (key 3) or has not (key 2) arrived since."""
     two = tmp_path_factory.mktemp("two-chunks")
-    assert run_in(two, ingest.main, 2) == 0
-    assert run_in(two, clean.main, 2) == 0
+    assert run_in(two, ingest_stage.main, 2) == 0
+    assert run_in(two, clean_stage.main, 2) == 0
     three = tmp_path_factory.mktemp("three-chunks")
     shutil.copytree(two, three, dirs_exist_ok=True)
-    assert run_in(three, ingest.main, 3) == 0
+    assert run_in(three, ingest_stage.main, 3) == 0
     return {2: two, 3: three}
 
 
@@ -602,7 +607,7 @@ def test_disk_full_while_ingesting_keeps_the_earlier_chunks(
     capsys.readouterr()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pq, "write_table", fail_writes_with(code))
-        assert run_in(project, ingest.main, 3) == DISK_FULL_EXIT
+        assert run_in(project, ingest_stage.main, 3) == DISK_FULL_EXIT
     error = capsys.readouterr().err
     assert f"ingest-chunk: cannot write {CHUNKS_DIR}/chunk-0003/" in error, error
     assert f".parquet: {reason}" in error and "Traceback" not in error, error
@@ -615,14 +620,14 @@ def test_disk_full_while_cleaning_keeps_the_histories(ingested, tmp_path, capsys
     capsys.readouterr()
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(pq, "write_table", fail_writes_with(errno.ENOSPC))
-        assert run_in(project, clean.main, 3) == DISK_FULL_EXIT
+        assert run_in(project, clean_stage.main, 3) == DISK_FULL_EXIT
     error = capsys.readouterr().err
     part = CLEAN_ACCIDENTS / "part-00003.parquet"
     assert f"clean-scd2: cannot write {part}: no space left on device" in error, error
     assert "Traceback" not in error
     assert project_files(project) == before
     # Once there is space again, the same command carries on from chunk 3.
-    assert run_in(project, clean.main, 3) == 0
+    assert run_in(project, clean_stage.main, 3) == 0
     assert [e["chunk_id"] for e in read_json(project / CLEAN_STATE)["applied"]] == [1, 2, 3]
 
 
@@ -645,7 +650,7 @@ def test_leftovers_of_a_killed_writer_are_invisible_then_removed(ingested, tmp_p
 
     assert [chunk.chunk_id for chunk in clean.ingested_chunks(project / CHUNKS_DIR)] == [1, 2]
     assert sorted(pq.ParquetDataset(project / CLEAN_ACCIDENTS).files) == parts
-    assert run_in(project, ingest.main, 3) == 0
-    assert run_in(project, clean.main, 3) == 0
+    assert run_in(project, ingest_stage.main, 3) == 0
+    assert run_in(project, clean_stage.main, 3) == 0
     assert temp_leftovers(project) == []
     assert not (project / CHUNKS_DIR / ".chunk-0003.tmp-killed00").exists()

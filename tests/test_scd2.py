@@ -1,4 +1,4 @@
-"""Property tests of the shared SCD Type 2 mechanism (pipeline/scd2.py)."""
+"""Property tests of the shared SCD Type 2 mechanism (baac_severity/data/scd2.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline import scd2
-from pipeline.io import BadInputError
+from baac_severity.data import scd2
+from baac_severity.data.io import BadInputError
 from tests.helpers import apply_chunk
 
 KEY = "num_acc"

@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline import entities, loaders, scd2, schema, split
-from pipeline.paths import CLEAN_ACCIDENTS, CLEAN_USERS, DATASET, RAW_DIR
+from baac_severity.config import CLEAN_ACCIDENTS, CLEAN_USERS, DATASET, RAW_DIR
+from baac_severity.data import entities, loaders, scd2, schema, split
 from tests.conftest import REPO_ROOT
 from tests.helpers import apply_chunk, load_table
 

@@ -1,8 +1,8 @@
 """The prediction service end to end: a real ``bentoml serve`` over loopback HTTP.
 
 The server (``tests/conftest.py``) is started once per session with its own BentoML home, into
-which the promoted model is imported (``app/local_service.py``). A fresh clone has no
-promoted model: the small real pipeline is run first. In-process tests (``TestClient``) cover
+which the promoted model is imported (``baac_severity/testing/local_service.py``). A fresh clone
+has no promoted model: the small real pipeline is run first. In-process tests (``TestClient``) cover
 a user-level model served through ``BAAC_MODEL_TAG`` and the ``.env`` key set-up.
 """
 
@@ -26,14 +26,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from app import inference
-from app import settings as app_settings
-from app.examples.make_example import EXAMPLE, load_tables, request_records, sample_test_split
-from app.local_service import SERVICE, environment, free_port, start
-from app.settings import PLACEHOLDER_KEY
-from pipeline import features, schema
-from pipeline.model_store import load_model
-from pipeline.paths import DATASET, DATASET_USERS, ROOT
+from baac_severity import features
+from baac_severity.config import DATASET, DATASET_USERS, ROOT
+from baac_severity.data import schema
+from baac_severity.modeling.model_store import load_model
+from baac_severity.serving import inference
+from baac_severity.serving import settings as app_settings
+from baac_severity.serving.examples import EXAMPLE, load_tables, request_records, sample_test_split
+from baac_severity.serving.settings import PLACEHOLDER_KEY
+from baac_severity.testing.local_service import SERVICE, environment, free_port, start
 from tests.helpers import TEST_MAX_BODY
 
 pytestmark = pytest.mark.slow
@@ -389,9 +390,9 @@ def test_explanations_add_up_to_the_probability_in_baac_terms(client, example, m
 
 def test_tree_contributions_are_exact_for_every_class(workspace, tables, metadata):
     """bias + contributions = the forest's probability of every class, on 300 test rows."""
-    from app.explain import TreeContributions
-    from app.inference import Predictor, TreeEnsemble, to_tables
-    from app.schemas import PredictRequest
+    from baac_severity.serving.explain import TreeContributions
+    from baac_severity.serving.inference import Predictor, TreeEnsemble, to_tables
+    from baac_severity.serving.schemas import PredictRequest
 
     predictor = Predictor.from_directory(workspace / "models")
     forest = predictor.bundle.model["model"]  # the Pipeline's estimator, after the encoders
@@ -491,8 +492,9 @@ def _log_lines(server) -> list[dict]:
 def test_prediction_log_has_one_line_per_request_with_features_and_no_input(
     client, server, example
 ):
-    """The log is BentoML's monitoring log (app/monitoring.py): one JSON line per request,
-    one list per model feature and per prediction column; no raw input, only its hash."""
+    """The log is BentoML's monitoring log (baac_severity/serving/prediction_logger.py): one JSON
+    line per request, one list per model feature and per prediction column; no raw input, only its
+    hash."""
     bodies, responses = [], []
     for accidents in (example["accidents"][:1], example["accidents"][1:], example["accidents"]):
         bodies.append(json.dumps({"accidents": accidents}).encode())
@@ -695,8 +697,8 @@ def user_model_app(workspace, tmp_path_factory):
     BAAC_MODEL_TAG, with its key read from a .env file."""
     from omegaconf import OmegaConf
 
-    from pipeline import train
-    from pipeline.model_store import ModelBundle, save_model
+    from baac_severity.modeling import train
+    from baac_severity.modeling.model_store import ModelBundle, save_model
 
     users = pd.read_parquet(workspace / DATASET_USERS)
     users = users[users["grav"].notna() & (users["dataset_split"] == "train")].head(4000)
@@ -753,7 +755,7 @@ def user_model_app(workspace, tmp_path_factory):
                 shutil.copyfile(files / name, Path(stored.path) / name)
         from starlette.testclient import TestClient
 
-        from app.service import BAACSeverity
+        from baac_severity.serving.service import BAACSeverity
 
         with TestClient(BAACSeverity.to_asgi()) as client:
             yield client, key, bundle
@@ -795,7 +797,7 @@ def test_key_from_env_file_is_required_in_process(user_model_app):
 def test_start_up_leaves_its_heap_out_of_garbage_collection(user_model_app):
     """A 1,000-accident request allocates enough objects to trigger full collections: they
     must not walk the model, modules and schemas again, nor run ten times as often (see
-    ``app.inference.settle_heap``)."""
+    ``baac_severity.serving.inference.settle_heap``)."""
     client, _, _ = user_model_app
     assert client.get("/readyz").status_code == 200  # the service (and its warm-up) has started
     assert gc.get_freeze_count() > 50_000

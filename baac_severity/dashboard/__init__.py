@@ -1,0 +1,1 @@
+"""The Streamlit dashboard: experiments, monitoring and a prediction form."""

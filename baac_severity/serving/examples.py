@@ -1,0 +1,98 @@
+"""Rebuild API request records from the bundled BAAC data, and write the example request.
+
+``python -m baac_severity.serving.examples`` writes ``baac_severity/serving/predict_request.json``:
+real accidents of the test split (``data/processed/dataset.parquet``), rebuilt from the normalised
+chunk tables (``data/chunks``) in the request format of ``baac_severity/serving/schemas.py``. The
+tests and the benchmark use ``request_records`` to build real requests the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from baac_severity.config import CHUNKS_DIR, DATASET, ROOT
+from baac_severity.data import schema
+
+EXAMPLE = Path(__file__).with_name("predict_request.json")
+KEY = schema.KEY
+
+
+def load_tables(chunks_dir: Path = ROOT / CHUNKS_DIR) -> dict[str, pd.DataFrame]:
+    """The four normalised tables of every ingested chunk (each accident is in one chunk)."""
+    chunks = sorted(chunks_dir.glob("chunk-*"))
+    if not chunks:
+        raise SystemExit(f"no chunks in {chunks_dir}: run `make data` and `dvc repro` first")
+    return {
+        table: pd.concat(
+            [pd.read_parquet(chunk / f"{table}.parquet") for chunk in chunks], ignore_index=True
+        ).astype(schema.dtypes(table))
+        for table in schema.TABLE_NAMES
+    }
+
+
+def sample_test_split(
+    count: int, seed: int = 0, dataset: Path = ROOT / DATASET, split: str = "test"
+) -> list[str]:
+    """``count`` num_acc of the ``split`` split, drawn at random but reproducibly."""
+    frame = pd.read_parquet(dataset, columns=[KEY, "dataset_split"])
+    test = frame.loc[frame["dataset_split"] == split, KEY]
+    return test.sample(n=min(count, len(test)), random_state=seed).tolist()
+
+
+def _plain(value: Any) -> Any:
+    """A JSON value: pandas missing values become null, NumPy scalars Python ones."""
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def _rows(frame: pd.DataFrame, drop: set[str]) -> list[dict[str, Any]]:
+    columns = [c for c in frame.columns if c not in drop]
+    return [
+        {column: _plain(value) for column, value in zip(columns, row, strict=True)}
+        for row in frame[columns].itertuples(index=False, name=None)
+    ]
+
+
+def request_records(tables: dict[str, pd.DataFrame], keys: Iterable[str]) -> list[dict]:
+    """One request record per accident of ``keys`` (in that order), from the BAAC tables.
+
+    The outcome ``grav`` is left out: it is what the model predicts.
+    """
+    keys = list(keys)
+    wanted = {table: frame[frame[KEY].isin(keys)] for table, frame in tables.items()}
+    by_key = {table: dict(tuple(frame.groupby(KEY, sort=False))) for table, frame in wanted.items()}
+    records = []
+    for key in keys:
+        record = _rows(by_key["caracteristiques"][key], set())[0]
+        record |= _rows(by_key["lieux"][key], {KEY})[0]
+        record["vehicles"] = _rows(by_key["vehicules"][key], {KEY})
+        record["users"] = _rows(by_key["usagers"][key], {KEY, "grav"})
+        records.append(record)
+    return records
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m baac_severity.serving.examples",
+        description="Write the example request (real test-split accidents) for the API.",
+    )
+    parser.add_argument("--count", type=int, default=4, help="accidents in the example")
+    parser.add_argument("--output", type=Path, default=EXAMPLE)
+    args = parser.parse_args(argv)
+    keys = sample_test_split(args.count)
+    payload = {"accidents": request_records(load_tables(), keys)}
+    args.output.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {len(keys)} test-split accidents to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,1 +1,0 @@
-"""BAAC road-accident severity pipeline: one small module per DVC stage."""
