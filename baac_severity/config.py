@@ -6,9 +6,10 @@ integration composes from ``conf/``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig, OmegaConf
+if TYPE_CHECKING:  # omegaconf is not in the service's dependencies (serve group)
+    from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,6 +67,8 @@ def drift_report(chunk: int, folder: Path = DRIFT_REPORTS) -> Path:
 
 
 def load_params(path: str | Path = PARAMS_FILE) -> DictConfig:
+    from omegaconf import DictConfig, OmegaConf
+
     path = Path(path)
     if not path.exists():
         raise SystemExit(f"{path} not found: run stages from the repository root (dvc repro)")
@@ -94,6 +97,7 @@ def compose(overrides: list[str] | None = None, conf_dir: str | Path = "conf") -
     """Compose ``conf/`` with Hydra the way ``dvc exp run -S`` does, as a plain dict."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base=None):
         config = hydra_compose(config_name="config", overrides=overrides or [])
