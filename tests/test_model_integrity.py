@@ -116,10 +116,10 @@ def test_a_bundle_without_a_recorded_schema_is_checked_on_names_and_order(real_b
 
 
 def code_copy(dest: Path, bundle: ModelBundle, workspace: Path) -> Path:
-    """A git repository with the pipeline code, a model/ holding ``bundle`` and a promoted
+    """A git repository with the package code, a model/ holding ``bundle`` and a promoted
     models/ whose bytes the refusal must leave alone."""
     files = subprocess.run(
-        ["git", "ls-files", "pipeline"], cwd=ROOT, check=True, capture_output=True, text=True
+        ["git", "ls-files", "baac_severity"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.split()
     for name in files:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,7 @@ def test_promote_refuses_a_model_trained_on_other_data(workspace, tmp_path, monk
 def test_the_service_refuses_to_start_with_a_tampered_model(real_bundle, workspace, tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    shutil.copytree(ROOT / "pipeline", served / "pipeline")  # import_model runs its code
+    shutil.copytree(ROOT / "baac_severity", served / "baac_severity")  # import_model runs its code
     bundle = tampered(real_bundle, "recoded")
     (served / PROMOTED_DIR).mkdir()
     joblib.dump(bundle, served / PROMOTED_DIR / "model.joblib")

@@ -616,8 +616,15 @@ def pinned(requirements: str) -> set[str]:
 
 
 def test_bento_packages_code_model_and_at_most_40_pinned_packages(bento):
-    for file in ("src/app/service.py", "src/pipeline/features.py", "env/python/requirements.txt"):
+    for file in (
+        "src/baac_severity/serving/service.py",
+        "src/baac_severity/features.py",
+        "env/python/requirements.txt",
+    ):
         assert (bento / file).is_file(), file
+    # Only the service and the layers below it: no dashboard, decisions, stages or test rigs.
+    for folder in ("dashboard", "decisions", "stages", "testing"):
+        assert not (bento / "src/baac_severity" / folder).exists(), folder
     assert "baac-severity:" in (bento / "bento.yaml").read_text()
     pins = pinned((bento / "env/python/requirements.txt").read_text())
     assert {"bentoml", "scikit-learn", "pandas", "pydantic-settings"} <= pins
