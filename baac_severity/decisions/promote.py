@@ -60,9 +60,13 @@ import pandas as pd
 from baac_severity.config import (
     DATASET,
     DATASET_USERS,
+    METADATA_FILENAME,
     MODEL_FILE,
+    MODEL_FILENAME,
     MODEL_INFO,
     PROMOTED_DIR,
+    PROMOTED_METADATA,
+    PROMOTED_MODEL,
     PROMOTIONS_DIR,
     ROOT,
 )
@@ -78,9 +82,7 @@ if TYPE_CHECKING:
 BENTO_MODEL_NAME = "baac-severity"
 REGISTERED_MODEL = "baac-severity"
 CHAMPION, PREVIOUS = "champion", "previous"
-MODEL_NAME, METADATA_NAME, PREDICTIONS_NAME = "model.joblib", "metadata.json", "predictions.parquet"
-PROMOTED_MODEL = PROMOTED_DIR / MODEL_NAME
-PROMOTED_METADATA = PROMOTED_DIR / METADATA_NAME
+PREDICTIONS_NAME = "predictions.parquet"
 PROMOTED_PREDICTIONS = PROMOTED_DIR / PREDICTIONS_NAME
 MODELS_DVC = Path(f"{PROMOTED_DIR}.dvc")
 # Test hook: SIGKILL this process when it reaches the named step (staged, switched).
@@ -211,7 +213,7 @@ def checked_bundle(model: bytes, info: dict, experiment: str | None) -> ModelBun
     from baac_severity.modeling.model_store import check_feature_schema, load_model_bytes
 
     source = MODEL_FILE if experiment is None else f"experiment {experiment}: {MODEL_FILE}"
-    bundle = load_model_bytes(model, source)
+    bundle = load_model_bytes(model, info, source)
     check_feature_schema(bundle, source)
     if experiment is None:
         check_training_data(info)
@@ -433,8 +435,8 @@ def import_into_bentoml(metadata: dict) -> str:
     with bentoml.models.create(
         BENTO_MODEL_NAME, labels=trace_labels(metadata), metadata=without_nulls(metadata)
     ) as model:
-        shutil.copyfile(PROMOTED_MODEL, Path(model.path) / MODEL_NAME)
-        shutil.copyfile(PROMOTED_METADATA, Path(model.path) / METADATA_NAME)
+        shutil.copyfile(PROMOTED_MODEL, Path(model.path) / MODEL_FILENAME)
+        shutil.copyfile(PROMOTED_METADATA, Path(model.path) / METADATA_FILENAME)
     return str(model.tag)
 
 
@@ -493,6 +495,7 @@ def build_metadata(
         "feature_groups": info["feature_groups"],
         "feature_schema": feature_schema,
         "sklearn_version": info["sklearn_version"],
+        "decision_weights": info["decision_weights"],
         "metrics": info["metrics"],
         "params": info["params"],
         "data_snapshot": info["data_snapshot"],
@@ -582,8 +585,8 @@ def promote(experiment: str | None, options: Options | None = None) -> dict | No
     try:
         staged = stage / PROMOTED_DIR.name
         staged.mkdir()
-        (staged / MODEL_NAME).write_bytes(candidate.model)
-        write_json(metadata, staged / METADATA_NAME)
+        (staged / MODEL_FILENAME).write_bytes(candidate.model)
+        write_json(metadata, staged / METADATA_FILENAME)
         if candidate.predictions_file is not None:
             (staged / PREDICTIONS_NAME).write_bytes(candidate.predictions_file)
         if options.with_dvc:
@@ -626,7 +629,7 @@ def rollback(with_bentoml: bool = True) -> dict:
             [sys.executable, "-m", "dvc", "checkout", "-q", str(stage / MODELS_DVC.name)],
             check=True,
         )
-        metadata = json.loads((stage / PROMOTED_DIR.name / METADATA_NAME).read_text())
+        metadata = json.loads((stage / PROMOTED_DIR.name / METADATA_FILENAME).read_text())
         kill_point("staged")
         switch(stage, with_dvc=True)
     finally:

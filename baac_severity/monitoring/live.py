@@ -22,13 +22,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from baac_severity.config import DATASET, LIVE_DRIFT, LIVE_DRIFT_REPORT, PROMOTED_DIR, load_params
+from baac_severity.config import (
+    DATASET,
+    LIVE_DRIFT,
+    LIVE_DRIFT_REPORT,
+    PROMOTED_METADATA,
+    load_params,
+)
 from baac_severity.data.io import read_json, write_json, write_text
 from baac_severity.features import build_features
 from baac_severity.monitoring import drift
 from baac_severity.monitoring.prediction_log import DEFAULT_LOG_DIR, read_rows
 
-PROMOTED_METADATA = PROMOTED_DIR / "metadata.json"
 NO_DATA_EXIT = 2
 
 
