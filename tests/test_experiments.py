@@ -115,7 +115,8 @@ def test_review_reports_metric_deltas(repo: Path, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "baac_severity.decisions.review",
+            "baac_severity.cli",
+            "review",
             *names,
             "--baseline",
             "main",

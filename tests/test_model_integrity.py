@@ -212,7 +212,8 @@ def test_promote_refuses_a_tampered_model_and_writes_nothing(real_bundle, worksp
         [
             sys.executable,
             "-m",
-            "baac_severity.decisions.promote",
+            "baac_severity.cli",
+            "promote",
         ],  # with `dvc add` and the BentoML import
         cwd=repo,
         env=environment(home),

@@ -1,6 +1,6 @@
 """Promote a trained model behind a gate, register it, and roll back: ``make promote``.
 
-``python -m baac_severity.decisions.promote`` takes the workspace model (``model/``);
+``baac promote`` takes the workspace model (``model/``);
 ``--experiment NAME`` takes the model of a DVC experiment, read from the DVC cache at that
 experiment's commit, without touching the workspace. ``--rollback`` restores the previous champion.
 
@@ -39,7 +39,6 @@ longer holds; and a model whose training run is not in the MLflow store.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import errno
 import hashlib
@@ -657,47 +656,17 @@ def rollback(with_bentoml: bool = True) -> dict:
 # --- command line ---------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.decisions.promote",
-        description="Promote the workspace model or a DVC experiment's model into models/ "
-        "(models.dvc), the MLflow registry and the BentoML store, if it passes the gate.",
-    )
-    parser.add_argument(
-        "--experiment", "-e", help="DVC experiment name (see `dvc exp show`); default: workspace"
-    )
-    parser.add_argument("--force", action="store_true", help="promote even if the gate refuses")
-    parser.add_argument("--reason", help="why the gate is overridden (required with --force)")
-    parser.add_argument("--rollback", action="store_true", help="restore the previous champion")
-    parser.add_argument(
-        "--if-better",
-        action="store_true",
-        help="a refused gate keeps the champion and exits 0 (used by `make run`)",
-    )
-    parser.add_argument("--no-dvc", action="store_true", help="skip `dvc add models`")
-    parser.add_argument("--no-bentoml", action="store_true", help="skip the BentoML import")
-    parser.add_argument(
-        "--no-registry", action="store_true", help="skip the MLflow registry (tests, no store)"
-    )
-    args = parser.parse_args(argv)
-    if args.force and not (args.reason or "").strip():
-        parser.error("--force needs --reason TEXT: the reason is recorded")
+def run(experiment: str | None, options: Options, rollback_instead: bool = False) -> int:
+    """``baac promote`` (``baac rollback`` with ``rollback_instead``): the exit status, 0,
+    ``GATE_EXIT`` (the gate refused) or ``REFUSED_EXIT`` (nothing written)."""
     os.chdir(ROOT)
     from baac_severity.modeling.model_store import FeatureSchemaError, ModelVersionError
 
-    options = Options(
-        force=args.force,
-        reason=args.reason,
-        with_dvc=not args.no_dvc,
-        with_bentoml=not args.no_bentoml,
-        with_registry=not args.no_registry,
-        soft_gate=args.if_better,
-    )
     try:
-        if args.rollback:
+        if rollback_instead:
             rollback(with_bentoml=options.with_bentoml)
         else:
-            promote(args.experiment, options)
+            promote(experiment, options)
     except GateRefused as refused:
         print(f"\npromote: {refused}", file=sys.stderr)
         if options.soft_gate:
@@ -715,7 +684,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"promote: refusing to promote: {error}", file=sys.stderr)
         return REFUSED_EXIT
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

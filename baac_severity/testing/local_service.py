@@ -50,7 +50,7 @@ def small_workspace(dest: Path) -> Path:
     chunks of 2,000 accidents, 20 trees) and promote its model, in ``dest``."""
     repo = make_pipeline_repo(dest)
     dvc("repro", "-q", cwd=repo)
-    run([sys.executable, "-m", "baac_severity.decisions.promote", "--no-dvc", "--no-bentoml"], repo)
+    run([sys.executable, "-m", "baac_severity.cli", "promote", "--no-dvc", "--no-bentoml"], repo)
     return repo
 
 
