@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from baac_severity.config import ROOT
 from baac_severity.decisions import experiments as ex
 from baac_severity.testing.local_service import free_port, stop_process
 from baac_severity.testing.sandbox import env
@@ -26,7 +27,6 @@ from tests.exp_repo import QUEUED_EXPERIMENTS, WORKSPACE_EXPERIMENT, experiment_
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "app" / "dashboard.py"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [

@@ -28,10 +28,10 @@ import pytest
 from typer.testing import CliRunner
 
 from baac_severity.cli import app
+from baac_severity.config import ROOT
 from baac_severity.data import fetch
 from baac_severity.data.loaders import load_year
 
-ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_2018 = ROOT / "data" / "raw" / "2018"
 FIXTURES_2022 = ROOT / "tests" / "fixtures" / "fetch"
 API_PATH = f"/api/1/datasets/{fetch.DATASET_ID}/"

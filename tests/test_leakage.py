@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import joblib
 import numpy as np
@@ -12,13 +11,12 @@ import pytest
 from omegaconf import OmegaConf
 
 from baac_severity import features
-from baac_severity.config import DATASET, DATASET_USERS, MODEL_FILE, compose
+from baac_severity.config import DATASET, DATASET_USERS, MODEL_FILE, ROOT, compose
 from baac_severity.data import entities, schema
 from baac_severity.data.loaders import load_year
 from baac_severity.modeling import train
 from tests.baac_facts import OUTCOME_DERIVED_2024
 
-ROOT = Path(__file__).resolve().parents[1]
 RAW_2024 = ROOT / "data" / "raw" / "2024"
 OUTCOME_DERIVED = set(OUTCOME_DERIVED_2024)
 POST_ACCIDENT = {"grav", "severity", "severe", "dataset_split", "valid_from", "valid_to"}

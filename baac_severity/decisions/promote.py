@@ -69,7 +69,7 @@ from baac_severity.config import (
     PROMOTIONS_DIR,
     ROOT,
 )
-from baac_severity.data.io import remove_leftovers, write_json, write_text
+from baac_severity.data.io import git_text, remove_leftovers, write_json, write_text
 from baac_severity.decisions import compare
 from baac_severity.modeling import tracking
 
@@ -104,15 +104,11 @@ class GateRefused(RuntimeError):
 # --- reading the challenger and the champion ------------------------------------------------
 
 
-def git(*args: str) -> str:
-    return subprocess.run(
-        ["git", *args], check=True, capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-
-
 def experiment_commit(name: str) -> str:
     """The commit of a DVC experiment, from its git ref (refs/exps/<baseline>/<name>)."""
-    refs = git("for-each-ref", "--format=%(refname) %(objectname)", "refs/exps").splitlines()
+    refs = git_text(
+        ROOT, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"
+    ).splitlines()
     matches = [
         sha for ref, sha in (line.split() for line in refs) if ref.rsplit("/", 1)[-1] == name
     ]
@@ -152,7 +148,11 @@ def read_model_files(experiment: str | None) -> tuple[bytes, dict, str]:
     if experiment is None:
         if not MODEL_FILE.exists():
             raise SystemExit(f"{MODEL_FILE} not found: run `dvc repro` first")
-        return MODEL_FILE.read_bytes(), json.loads(MODEL_INFO.read_text()), git("rev-parse", "HEAD")
+        return (
+            MODEL_FILE.read_bytes(),
+            json.loads(MODEL_INFO.read_text()),
+            git_text(ROOT, "rev-parse", "HEAD"),
+        )
     import dvc.api
 
     rev = experiment_commit(experiment)
@@ -478,7 +478,9 @@ def build_metadata(
     model: bytes, info: dict, rev: str, experiment: str | None, feature_schema: dict | None
 ) -> dict:
     model_sha = hashlib.sha256(model).hexdigest()
-    dirty = experiment is None and bool(git("status", "--porcelain", "--untracked-files=no"))
+    dirty = experiment is None and bool(
+        git_text(ROOT, "status", "--porcelain", "--untracked-files=no")
+    )
     return {
         "version": model_sha[:12],
         "model_sha256": model_sha,
