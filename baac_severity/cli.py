@@ -4,10 +4,10 @@ Each command parses its options and calls one library function; the DVC stages a
 (``python -m baac_severity.stages.<stage>``, run by ``dvc repro``). Libraries are imported
 inside the commands, so that ``baac --help`` answers at once.
 
-Exit status (docs/cli.md): 0 success; 1 a check said no (the promotion gate, drift above
-the threshold, no ingestion yet); 2 a usage error or a refusal (bad option, a model the code
-cannot serve, a download that failed verification); any other: the exit status of the step
-that failed (``retrain``: of ``dvc exp run``), 130 on Ctrl-C.
+Exit status (each command's ``--help``, docs/cli.md): 0 success; 1 a check said no (the
+promotion gate, drift above the threshold, no ingestion yet); 2 a usage error or a refusal that
+wrote nothing (bad option, a model the code cannot serve, a download that failed verification);
+130 on Ctrl-C; ``retrain``: the exit status of a failed ``dvc exp run``.
 """
 
 from pathlib import Path
@@ -185,7 +185,7 @@ def review(
     """Markdown review of DVC experiments against a baseline, for a pull request: written to
     reports/ and printed.
 
-    Exit status: 0; 2 an unknown baseline or experiment.
+    Exit status: 0; 1 an unknown baseline or experiment.
     """
     import sys
 
