@@ -138,6 +138,9 @@ else:
     raise SystemExit("baac_severity is importable")
 import joblib, numpy as np, pandas as pd
 model = joblib.load(sys.argv[1])
+estimator = model.steps[-1][1]
+if "n_jobs" in estimator.get_params():  # threads would add the trees in any order
+    estimator.set_params(n_jobs=1)
 np.save(sys.argv[3], model.predict_proba(pd.read_parquet(sys.argv[2])))
 """
 
@@ -175,6 +178,9 @@ def test_the_promoted_model_loads_and_predicts_without_the_project(
     )
     assert result.returncode == 0, result.stderr
     outside = np.load(tmp_path / "proba.npy")
+    estimator = real_bundle.model.steps[-1][1]
+    if "n_jobs" in estimator.get_params():
+        estimator.set_params(n_jobs=1)
     assert outside.shape == (len(matrix), len(real_bundle.classes))
     np.testing.assert_array_equal(outside, real_bundle.predict_proba(matrix))
 
