@@ -5,6 +5,7 @@ on them and 1 once the same accidents arrive shifted (night, rain, rural)."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -36,7 +37,9 @@ def replay_and_monitor(server, keys, records, tmp_path: Path, name: str) -> tupl
     assert logged_rows(server, since) == len(records)
     out = tmp_path / name
     argv = ["--log-dir", str(server.prediction_log), "--since", since, "--report-dir", str(out)]
-    status = CliRunner().invoke(app, ["monitor", *argv], catch_exceptions=False).exit_code
+    result = CliRunner().invoke(app, ["monitor", *argv], catch_exceptions=False)
+    sys.stdout.write(result.stdout)  # for pytest's capture, as the command printed it
+    status = result.exit_code
     return status, json.loads((out / "drift.json").read_text())
 
 
