@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from baac_severity.config import PROMOTED_METADATA
 from baac_severity.decisions import compare
 from baac_severity.testing.local_service import import_model, start_service
 from baac_severity.testing.sandbox import dvc, env
@@ -71,7 +72,7 @@ def promote(repo: Path, home: Path, *args: str, **extra_env: str) -> subprocess.
 
 
 def metadata(repo: Path) -> dict:
-    return json.loads((repo / "models" / "metadata.json").read_text())
+    return json.loads((repo / PROMOTED_METADATA).read_text())
 
 
 def mlflow_client(repo: Path):
