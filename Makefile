@@ -32,8 +32,8 @@ data: install ## fetch the embedded raw BAAC dump (data.dvc) from the in-repo DV
 
 run: data ## the whole job: install, data, every pipeline stage, promote, show metrics
 	$(RUN) dvc repro
-	$(RUN) python -m baac_severity.decisions.promote --if-better
-	$(RUN) python -m baac_severity.stages.train --show
+	$(RUN) baac promote --if-better
+	$(RUN) baac metrics
 
 # Two processes, one test file each at a time (module fixtures such as the real experiment repo
 # are built once): 6 min 50 s instead of 9 min 50 s on 2 cores, much of the suite waiting on dvc
@@ -60,11 +60,11 @@ bench: data ## benchmarks (time per stage, per chunk, training time and memory)
 	$(RUN) python bench/stages.py
 
 progress: ## print the ingestion progress
-	@$(RUN) python -m baac_severity.data.progress
+	@$(RUN) baac progress
 
 # --- stages, with the original project's target names ------------------------------
 ingest_data_chunked: ## ingest the next chunk of accidents (one more than now)
-	$(RUN) dvc exp run ingest-chunk -S ingest.chunks=$$($(RUN) python -m baac_severity.data.progress --next)
+	$(RUN) dvc exp run ingest-chunk -S ingest.chunks=$$($(RUN) baac progress --next)
 
 do_etl: ## full batch load: every chunk, cleaned and split
 	$(RUN) dvc exp run split -S ingest.chunks=all
@@ -88,17 +88,17 @@ do_ml_pipeline: ## clean -> split -> train
 # The gate (docs/experiments.md): promotes only a challenger that beats the champion on the
 # validation selection metric and is not significantly worse on the test rows (exit 1 otherwise).
 promote: ## promote the workspace model, or EXP=<experiment>, if it passes the gate (FORCE=1 REASON="...")
-	$(RUN) python -m baac_severity.decisions.promote $(if $(EXP),--experiment $(EXP)) \
+	$(RUN) baac promote $(if $(EXP),--experiment $(EXP)) \
 		$(if $(FORCE),--force --reason "$(REASON)")
 
 rollback: ## make the registry's previous champion the champion again
-	$(RUN) python -m baac_severity.decisions.promote --rollback
+	$(RUN) baac rollback
 
 mlflow_ui: ## MLflow UI on the local SQLite store
 	$(RUN) mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port 5000
 
 features_doc: ## regenerate docs/FEATURES.md from baac_severity/features.py
-	$(RUN) python -m baac_severity.features --markdown > docs/FEATURES.md
+	$(RUN) baac features > docs/FEATURES.md
 
 # --- serving: the BentoML prediction API (issue 4; docs/serving.md) ----------------------
 # Serves the latest promoted model (`make promote`) from $(BENTOML_HOME); API_KEY comes from
@@ -151,7 +151,7 @@ dashboard: ## experiments dashboard (Streamlit) on http://$(HOST):$(DASHBOARD_PO
 		--server.address $(HOST) --server.port $(DASHBOARD_PORT) --browser.gatherUsageStats false
 
 review: ## ranking on validation, best or "no experiment beats main", intervals -> reports/
-	$(RUN) python -m baac_severity.decisions.review --baseline $(BASELINE) $(EXPS)
+	$(RUN) baac review --baseline $(BASELINE) $(EXPS)
 
 sweep: ## queue a sweep (default: 6 forests on the full 2018 data), run WORKERS at a time
 	$(RUN) dvc exp run --queue $(SWEEP)
@@ -165,10 +165,10 @@ SHIFT ?=
 .PHONY: monitor replay retrain
 
 monitor: ## drift of the service's log vs the promoted model's training rows (exit 1: drift)
-	$(RUN) python -m baac_severity.monitoring.live
+	$(RUN) baac monitor
 
 replay: ## send N held-out test accidents to the service (SHIFT=night,rain,rural to shift them)
-	$(RUN) python -m baac_severity.serving.replay --split test --n $(N) $(if $(SHIFT),--shift $(SHIFT))
+	$(RUN) baac replay --split test --n $(N) $(if $(SHIFT),--shift $(SHIFT))
 
 retrain: ## next chunk: ingest, dvc exp run, promotion gate, what to commit
-	$(RUN) python -m baac_severity.decisions.retrain
+	$(RUN) baac retrain

@@ -35,13 +35,20 @@ SPLIT_REGISTRY = PROCESSED_DIR / "split_assignments.parquet"
 SPLIT_PARAMS = PROCESSED_DIR / "split_params.json"
 SPLIT_METRICS = METRICS_DIR / "split.json"
 TRAIN_METRICS = METRICS_DIR / "train.json"
-MODEL_FILE = MODEL_DIR / "model.joblib"
+# A saved model is a pair (baac_severity/modeling/model_store.py): the fitted scikit-learn
+# estimator, joblib-pickled, and its JSON metadata beside it: model_info.json as trained,
+# metadata.json (the same keys plus the promotion record) once promoted.
+MODEL_FILENAME = "model.joblib"
+METADATA_FILENAME = "metadata.json"
+MODEL_FILE = MODEL_DIR / MODEL_FILENAME
 MODEL_INFO = MODEL_DIR / "model_info.json"
 MODEL_CARD = MODEL_DIR / "model_card.md"
 EVALUATION = MODEL_DIR / "evaluation.json"  # every metric, per class and per year
 # Per-row validation and test probabilities (baac_severity/decisions/compare.py): inside model/,
 # the train stage's cached output, so that every experiment commit carries its own.
 PREDICTIONS_FILE = MODEL_DIR / "predictions.parquet"
+PROMOTED_MODEL = PROMOTED_DIR / MODEL_FILENAME
+PROMOTED_METADATA = PROMOTED_DIR / METADATA_FILENAME
 PROMOTIONS_DIR = REPORTS_DIR / "promotions"
 PARAMS_FILE = Path("params.yaml")
 # Monitoring (docs/monitoring.md): out-of-time evaluation, drift per chunk, live drift.

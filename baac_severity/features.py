@@ -10,9 +10,7 @@ the accident (``severity``, ``severe`` and the SCD2 columns are never read here)
 
 from __future__ import annotations
 
-import argparse
 import re
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypeAlias
@@ -523,18 +521,3 @@ def markdown_table() -> str:
             f"| `{f.name}` | {f.unit} | {f.group} | {f.source} | {f.years} | {f.missing} |"
         )
     return "\n".join(lines) + "\n"
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.features",
-        description="Print the documented feature table (the source of docs/FEATURES.md).",
-    )
-    parser.add_argument("--markdown", action="store_true", help="print the Markdown table")
-    parser.parse_args(argv)
-    sys.stdout.write(markdown_table())
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

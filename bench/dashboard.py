@@ -21,13 +21,14 @@ import copy
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from baac_severity.config import ROOT
+from baac_severity.data.io import git_text
+
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 FIXTURE = ROOT / "tests" / "fixtures" / "exp_show" / "success_failed.json"
@@ -82,9 +83,7 @@ def main() -> int:
     parser.add_argument("--experiments", type=int, default=30, help="at most 32")
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args()
-    head = subprocess.run(
-        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    head = git_text(ROOT, "rev-parse", "HEAD")
     with tempfile.TemporaryDirectory() as tmp:
         answer = Path(tmp) / "exp_show.json"
         answer.write_text(json.dumps(synthetic_exp_show(args.experiments, head)))

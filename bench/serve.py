@@ -36,7 +36,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from baac_severity.config import ROOT
+from baac_severity.config import PROMOTED_METADATA, PROMOTED_MODEL, ROOT
 from baac_severity.serving.examples import load_tables, request_records, sample_test_split
 from baac_severity.testing.local_service import (
     environment,
@@ -453,7 +453,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.baseline_server:
         serve_baseline(args.baseline_server, args.workers)
         return 0
-    for name in ("models/model.joblib", "models/metadata.json"):
+    for name in (PROMOTED_MODEL, PROMOTED_METADATA):
         if not (ROOT / name).is_file():
             raise SystemExit(f"{name} missing: run `make promote` first")
     results = run(args)

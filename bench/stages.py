@@ -24,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from baac_severity.config import MODEL_FILE
 from baac_severity.testing.sandbox import env, make_pipeline_repo, write_params
 
 STAGES = ["ingest-chunk", "clean-scd2", "split", "train", "out-of-time", "drift"]
@@ -78,7 +79,7 @@ def main() -> int:
         print(f"full run ({'quick' if args.quick else 'bundled 2018 + 2024'}), dvc repro -s:")
         stages = bench_stages(repo)
         total = sum(seconds for seconds, _ in stages.values())
-        size_mb = (repo / "model" / "model.joblib").stat().st_size / 1e6
+        size_mb = (repo / MODEL_FILE).stat().st_size / 1e6
         total_chunks = yaml.safe_load((repo / "metrics" / "progress.json").read_text())["chunks"][
             "total"
         ]

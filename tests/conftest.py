@@ -18,12 +18,10 @@ from baac_severity.testing.local_service import (
 )
 from tests.helpers import TEST_MAX_BODY
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
-    return REPO_ROOT
+    return ROOT
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,8 @@ import ast
 from functools import cache
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from baac_severity.config import ROOT
+
 PACKAGE = "baac_severity"
 
 

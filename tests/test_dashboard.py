@@ -14,11 +14,11 @@ from typing import ClassVar
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from baac_severity.config import ROOT
 from baac_severity.serving import client as support
 from baac_severity.serving.schemas import PredictRequest
 from baac_severity.testing.local_service import free_port
 
-ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "exp_show"
 DASHBOARD = str(ROOT / "baac_severity" / "dashboard" / "app.py")
 API_KEY = "test-key"

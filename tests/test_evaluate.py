@@ -90,7 +90,7 @@ def test_multiclass_calibration_checks_the_top_label():
         (6 * (0.4**2 + 0.3**2 + 0.1**2) + 4 * (0.6**2 + 0.7**2 + 0.1**2)) / 10
     )
     points = evaluate.reliability_points(y, proba)
-    assert points[["predicted", "observed", "rows"]].values.tolist() == [[0.6, 0.6, 10]]
+    assert points[["predicted", "observed"]].values.tolist() == [[0.6, 0.6]]
 
 
 def test_decision_weights_raise_macro_f1_on_a_rare_class():

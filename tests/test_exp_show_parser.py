@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from baac_severity.data.io import git
 from baac_severity.decisions import experiments as ex
 
 FIXTURES = Path(__file__).parent / "fixtures" / "exp_show"
@@ -201,17 +201,17 @@ def test_helpers_best_row_and_direction() -> None:
 
 
 def test_repo_state_follows_head_and_experiment_refs(tmp_path: Path) -> None:
-    def git(*args: str) -> None:
-        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True, env=GIT_ENV)
+    def in_repo(*args: str) -> None:
+        git(tmp_path, *args, check=True, env=GIT_ENV)
 
-    git("init", "-q", "-b", "main")
+    in_repo("init", "-q", "-b", "main")
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "roc.csv").write_text("class,fpr,tpr\nsevere,0,0\n")
-    git("add", "-A")
-    git("commit", "-qm", "first")
+    in_repo("add", "-A")
+    in_repo("commit", "-qm", "first")
     state = ex.repo_state(tmp_path)
     assert ex.repo_state(tmp_path) == state
-    git("update-ref", "refs/exps/ab/cdef/exp-1", "HEAD")  # a finished experiment appears
+    in_repo("update-ref", "refs/exps/ab/cdef/exp-1", "HEAD")  # a finished experiment appears
     assert ex.repo_state(tmp_path) != state
     roc = ex.read_plot(tmp_path, "HEAD", "plots/roc.csv")
     assert roc is not None and list(roc.columns) == ["class", "fpr", "tpr"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from baac_severity.config import ROOT
 from baac_severity.decisions import experiments as ex
 from baac_severity.testing.local_service import free_port, stop_process
 from baac_severity.testing.sandbox import env
@@ -26,8 +27,7 @@ from tests.exp_repo import QUEUED_EXPERIMENTS, WORKSPACE_EXPERIMENT, experiment_
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
-DASHBOARD = ROOT / "baac_severity" / "dashboard" / "app.py"
+DASHBOARD = ROOT / "app" / "dashboard.py"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -115,7 +115,8 @@ def test_review_reports_metric_deltas(repo: Path, tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "baac_severity.decisions.review",
+            "baac_severity.cli",
+            "review",
             *names,
             "--baseline",
             "main",

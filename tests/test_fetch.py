@@ -25,11 +25,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from typer.testing import CliRunner
 
+from baac_severity.cli import app
+from baac_severity.config import ROOT
 from baac_severity.data import fetch
 from baac_severity.data.loaders import load_year
 
-ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_2018 = ROOT / "data" / "raw" / "2018"
 FIXTURES_2022 = ROOT / "tests" / "fixtures" / "fetch"
 API_PATH = f"/api/1/datasets/{fetch.DATASET_ID}/"
@@ -197,7 +199,14 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDataGouv]:
 
 
 def run(*args: str, raw: Path) -> int:
-    return fetch.main([*args, "--raw-dir", str(raw)])
+    """``baac fetch`` in this process (the fake server's patches apply); its output is passed
+    on to pytest's capture."""
+    result = CliRunner().invoke(app, ["fetch", *args, "--raw-dir", str(raw)])
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return result.exit_code
 
 
 def leftovers(raw: Path) -> list[Path]:
@@ -486,12 +495,11 @@ def test_parse_years(text, years):
 
 
 @pytest.mark.parametrize("text", ["20x9", "2023-2019", "1999", "", "2019-", "2019,,2020", "19"])
-def test_bad_years_are_argparse_errors(text, tmp_path, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        fetch.main(["--years", text, "--raw-dir", str(tmp_path)])
-    assert exit_info.value.code == 2
+def test_bad_years_are_usage_errors(text, tmp_path, capsys):
+    assert run("--years", text, raw=tmp_path) == 2
     err = capsys.readouterr().err
-    assert "usage: python -m baac_severity.data.fetch" in err and "--years" in err
+    assert "Usage: baac fetch" in err and "Invalid value for --years" in err
+    assert list(tmp_path.iterdir()) == []
 
 
 # ------------------------------------------------------------------------ real process
@@ -505,14 +513,14 @@ def subprocess_env(server: FakeDataGouv) -> dict[str, str]:
 
 def test_help_in_a_subprocess():
     result = subprocess.run(
-        [sys.executable, "-m", "baac_severity.data.fetch", "--help"],
+        [Path(sys.executable).with_name("baac"), "fetch", "--help"],  # the installed script
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert result.returncode == 0, result.stderr
-    for text in ("usage: python -m baac_severity.data.fetch", "--years", "--raw-dir", "--api-url"):
+    for text in ("Usage: baac fetch", "--years", "--raw-dir", "--api-url"):
         assert text in result.stdout
     assert "--force" in result.stdout and "--dry-run" in result.stdout
     assert fetch.API_URL_ENV in result.stdout and "data/raw" in result.stdout
@@ -521,7 +529,7 @@ def test_help_in_a_subprocess():
 def test_full_fetch_in_a_subprocess(server, tmp_path):
     # Run from a scratch directory so that the default --raw-dir (data/raw) is exercised
     # without touching the repository's own raw dump.
-    command = [sys.executable, "-m", "baac_severity.data.fetch", "--years", "2022"]
+    command = [sys.executable, "-m", "baac_severity.cli", "fetch", "--years", "2022"]
     result = subprocess.run(
         command,
         cwd=tmp_path,

@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
 from omegaconf import OmegaConf
 
 from baac_severity import features
-from baac_severity.config import DATASET, DATASET_USERS, MODEL_FILE, compose
+from baac_severity.config import DATASET, DATASET_USERS, MODEL_FILE, ROOT, compose
 from baac_severity.data import entities, schema
 from baac_severity.data.loaders import load_year
 from baac_severity.modeling import train
-from baac_severity.modeling.model_store import load_model
 from tests.baac_facts import OUTCOME_DERIVED_2024
 
-ROOT = Path(__file__).resolve().parents[1]
 RAW_2024 = ROOT / "data" / "raw" / "2024"
 OUTCOME_DERIVED = set(OUTCOME_DERIVED_2024)
 POST_ACCIDENT = {"grav", "severity", "severe", "dataset_split", "valid_from", "valid_to"}
@@ -93,7 +91,7 @@ def test_training_never_sees_validation_or_test_labels(tables_2024, tmp_path, mo
         users.to_parquet(DATASET_USERS)
         with caplog.at_level(logging.INFO, logger="baac_severity.modeling.train"):
             metrics = train.train(params)
-        model = load_model(MODEL_FILE).model
+        model = joblib.load(MODEL_FILE)  # the fitted Pipeline itself
         model["model"].n_jobs = 1  # threads add the trees' probabilities in any order
         runs.append((model, metrics))
     (first, first_metrics), (second, second_metrics) = runs

@@ -1,18 +1,20 @@
 """Live monitoring against the real service (the session's ``bentoml serve``): replayed
-held-out accidents feed the prediction log, and ``python -m baac_severity.monitoring.live`` exits 0
+held-out accidents feed the prediction log, and ``baac monitor`` exits 0
 on them and 1 once the same accidents arrive shifted (night, rain, rural)."""
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
-from baac_severity.config import load_params
-from baac_severity.monitoring import live as monitor
+from baac_severity.cli import app
+from baac_severity.config import PROMOTED_METADATA, load_params
 from baac_severity.monitoring import prediction_log
 from baac_severity.serving.examples import load_tables, request_records, sample_test_split
 from baac_severity.serving.replay import replay, shifted
@@ -21,12 +23,12 @@ REPLAYED = 500
 
 
 def logged_rows(server, since: str) -> int:
-    features = json.loads(Path("models/metadata.json").read_text())["features"]
+    features = json.loads(PROMOTED_METADATA.read_text())["features"]
     return len(prediction_log.read_rows(server.prediction_log, features, None, since))
 
 
 def replay_and_monitor(server, keys, records, tmp_path: Path, name: str) -> tuple[int, dict]:
-    """Send ``records``, wait until the log holds them, run the module's main on them."""
+    """Send ``records``, wait until the log holds them, run ``baac monitor`` on them."""
     since = datetime.now().isoformat()  # the log's timestamps: BentoML's, local time
     assert replay(records, server.url, keys[0], batch=50) == len(records)
     deadline = time.monotonic() + 30
@@ -35,7 +37,9 @@ def replay_and_monitor(server, keys, records, tmp_path: Path, name: str) -> tupl
     assert logged_rows(server, since) == len(records)
     out = tmp_path / name
     argv = ["--log-dir", str(server.prediction_log), "--since", since, "--report-dir", str(out)]
-    status = monitor.main(argv)
+    result = CliRunner().invoke(app, ["monitor", *argv], catch_exceptions=False)
+    sys.stdout.write(result.stdout)  # for pytest's capture, as the command printed it
+    status = result.exit_code
     return status, json.loads((out / "drift.json").read_text())
 
 

@@ -1,9 +1,12 @@
 """A model whose recorded feature schema differs from ``baac_severity/features.py`` is refused by
 ``python -m baac_severity.decisions.promote`` and by the service at start-up.
 
-The tampered bundles are the real promoted model (a fresh clone first runs the small real
-pipeline) with its recorded schema altered: a feature renamed, one removed, a category set
-changed, two features swapped.
+The tampered models are the real promoted model (a fresh clone first runs the small real
+pipeline) with the schema recorded in its metadata altered: a feature renamed, one removed, a
+category set changed, two features swapped.
+
+The promoted model file is plain scikit-learn: a process that cannot import this project loads it
+and gets the same probabilities.
 """
 
 from __future__ import annotations
@@ -17,11 +20,21 @@ import sys
 import time
 from pathlib import Path
 
-import joblib
+import numpy as np
+import pandas as pd
 import pytest
 
 from baac_severity import features
-from baac_severity.config import DATASET, DATASET_USERS, PROMOTED_DIR, ROOT
+from baac_severity.config import (
+    DATASET,
+    DATASET_USERS,
+    MODEL_FILE,
+    MODEL_INFO,
+    PROMOTED_DIR,
+    PROMOTED_METADATA,
+    PROMOTED_MODEL,
+    ROOT,
+)
 from baac_severity.decisions import promote
 from baac_severity.modeling.model_store import ModelBundle, feature_schema_problems, load_model
 from baac_severity.testing.local_service import SERVICE, environment, free_port, import_model
@@ -32,18 +45,12 @@ RENAMED, REMOVED, RECODED = "lum", "n_vehicles", "lum"  # features every model h
 
 @pytest.fixture(scope="module")
 def real_bundle(workspace) -> ModelBundle:
-    """The promoted model, with the schema `baac_severity.modeling.train` records (a model promoted
-    before schemas were recorded gets the one its training recorded now)."""
-    bundle = load_model(workspace / PROMOTED_DIR / "model.joblib")
-    if bundle.feature_schema is None:
-        columns = dict.fromkeys(bundle.features, features.FEATURE_DTYPE)
-        schema = features.feature_schema(columns, bundle.unit, bundle.feature_groups)
-        bundle = dataclasses.replace(bundle, feature_schema=schema)
-    return bundle
+    """The promoted model and the schema its metadata records."""
+    return load_model(workspace / PROMOTED_MODEL, workspace / PROMOTED_METADATA)
 
 
 def tampered(bundle: ModelBundle, how: str) -> ModelBundle:
-    """The bundle with its recorded schema altered; the fitted model itself is shared."""
+    """The model with its recorded schema altered; the fitted estimator itself is shared."""
     schema = copy.deepcopy(bundle.feature_schema)
     columns = schema["columns"]
     names = [column["name"] for column in columns]
@@ -107,27 +114,90 @@ def test_the_diff_names_each_difference(real_bundle, how, expected, consistent):
     assert feature_schema_problems(bundle) == lines + ([] if consistent else [INCONSISTENT])
 
 
-def test_a_bundle_without_a_recorded_schema_is_checked_on_names_and_order(real_bundle):
-    legacy = dataclasses.replace(real_bundle, feature_schema=None)
-    assert feature_schema_problems(legacy) == []
-    names = ["hour", *[n for n in legacy.features if n != "hour"]]
-    reordered = dataclasses.replace(legacy, features=names)
-    assert any("order differs" in p for p in feature_schema_problems(reordered))
+def test_metadata_listing_other_columns_than_the_fitted_model_is_refused(real_bundle):
+    names = ["hour", *[n for n in real_bundle.features if n != "hour"]]
+    reordered = dataclasses.replace(real_bundle, features=names)
+    assert "the model was fitted on other columns than its metadata lists" in (
+        feature_schema_problems(reordered)
+    )
+
+
+# A stand-in for an environment without the project: any import of it fails.
+WITHOUT_PROJECT = """
+import importlib.abc, sys
+class NoProject(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "baac_severity":
+            raise ImportError(f"{name}: the project is not importable here")
+sys.meta_path.insert(0, NoProject())
+try:
+    import baac_severity
+except ImportError:
+    pass
+else:
+    raise SystemExit("baac_severity is importable")
+import joblib, numpy as np, pandas as pd
+model = joblib.load(sys.argv[1])
+estimator = model.steps[-1][1]
+if "n_jobs" in estimator.get_params():  # threads would add the trees in any order
+    estimator.set_params(n_jobs=1)
+np.save(sys.argv[3], model.predict_proba(pd.read_parquet(sys.argv[2])))
+"""
+
+
+def test_the_promoted_model_loads_and_predicts_without_the_project(
+    real_bundle, workspace, tmp_path
+):
+    """``python -I`` (no current directory, no PYTHONPATH) with every ``baac_severity`` import
+    refused: joblib and scikit-learn alone load the promoted model, and its probabilities on
+    real feature rows are this process's."""
+    dataset = pd.read_parquet(workspace / DATASET)
+    rows = dataset[dataset["dataset_split"] == "test"].head(300).reset_index(drop=True)
+    if real_bundle.unit == features.ACCIDENT:
+        matrix = features.build_features(rows, real_bundle.feature_groups)
+    else:
+        users = pd.read_parquet(workspace / DATASET_USERS)
+        users = users[users["num_acc"].isin(rows["num_acc"])].reset_index(drop=True)
+        matrix = features.build_features(rows, real_bundle.feature_groups, features.USER, users)
+    matrix = matrix[real_bundle.features]
+    matrix.to_parquet(tmp_path / "rows.parquet")
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-I",
+            "-c",
+            WITHOUT_PROJECT,
+            str(workspace / PROMOTED_MODEL),
+            str(tmp_path / "rows.parquet"),
+            str(tmp_path / "proba.npy"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    outside = np.load(tmp_path / "proba.npy")
+    estimator = real_bundle.model.steps[-1][1]
+    if "n_jobs" in estimator.get_params():
+        estimator.set_params(n_jobs=1)
+    assert outside.shape == (len(matrix), len(real_bundle.classes))
+    np.testing.assert_array_equal(outside, real_bundle.predict_proba(matrix))
 
 
 def code_copy(dest: Path, bundle: ModelBundle, workspace: Path) -> Path:
-    """A git repository with the package code, a model/ holding ``bundle`` and a promoted
-    models/ whose bytes the refusal must leave alone."""
+    """A git repository with the project's code, a model/ holding the promoted model with the
+    metadata of ``bundle`` and a promoted models/ whose bytes the refusal must leave alone."""
     files = subprocess.run(
         ["git", "ls-files", "baac_severity"], cwd=ROOT, check=True, capture_output=True, text=True
     ).stdout.split()
     for name in files:
         (dest / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dest / name)
-    (dest / "model").mkdir()
-    joblib.dump(bundle, dest / "model" / "model.joblib")  # uncompressed: written in 0.1 s
-    metadata = json.loads((workspace / PROMOTED_DIR / "metadata.json").read_text())
-    (dest / "model" / "model_info.json").write_text(json.dumps(metadata))
+    (dest / MODEL_FILE).parent.mkdir()
+    shutil.copyfile(workspace / PROMOTED_MODEL, dest / MODEL_FILE)
+    metadata = json.loads((workspace / PROMOTED_METADATA).read_text())
+    (dest / MODEL_INFO).write_text(json.dumps({**metadata, **bundle.metadata()}))
     shutil.copytree(workspace / PROMOTED_DIR, dest / PROMOTED_DIR)
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "add", "-A"], dest)
@@ -148,7 +218,8 @@ def test_promote_refuses_a_tampered_model_and_writes_nothing(real_bundle, worksp
         [
             sys.executable,
             "-m",
-            "baac_severity.decisions.promote",
+            "baac_severity.cli",
+            "promote",
         ],  # with `dvc add` and the BentoML import
         cwd=repo,
         env=environment(home),
@@ -171,7 +242,7 @@ def test_promote_refuses_a_tampered_model_and_writes_nothing(real_bundle, worksp
 def test_promote_accepts_the_real_model_and_records_its_schema(
     real_bundle, workspace, tmp_path, monkeypatch
 ):
-    """The control: the same set-up with the untampered bundle is promoted (as a first
+    """The control: the same set-up with the untampered model is promoted (as a first
     promotion: the gate against a champion is tests/test_promotion.py's)."""
     repo = code_copy(tmp_path / "repo", real_bundle, workspace)
     shutil.rmtree(repo / PROMOTED_DIR)
@@ -179,14 +250,14 @@ def test_promote_accepts_the_real_model_and_records_its_schema(
     options = promote.Options(with_dvc=False, with_bentoml=False, with_registry=False)
     metadata = promote.promote(None, options)
     assert metadata["feature_schema"] == real_bundle.feature_schema
-    written = json.loads((repo / PROMOTED_DIR / "metadata.json").read_text())
+    written = json.loads((repo / PROMOTED_METADATA).read_text())
     assert written["feature_schema"] == real_bundle.feature_schema
-    promoted = (repo / PROMOTED_DIR / "model.joblib").read_bytes()
-    assert promoted == (repo / "model" / "model.joblib").read_bytes()
+    assert written["decision_weights"] == real_bundle.metadata()["decision_weights"]
+    assert (repo / PROMOTED_MODEL).read_bytes() == (repo / MODEL_FILE).read_bytes()
 
 
 def test_promote_refuses_a_model_trained_on_other_data(workspace, tmp_path, monkeypatch):
-    info = json.loads((workspace / PROMOTED_DIR / "metadata.json").read_text())
+    info = json.loads((workspace / PROMOTED_METADATA).read_text())
     monkeypatch.chdir(workspace)
     promote.check_training_data(info)  # the data it was trained on: accepted
     monkeypatch.chdir(tmp_path)
@@ -203,13 +274,12 @@ def test_promote_refuses_a_model_trained_on_other_data(workspace, tmp_path, monk
 def test_the_service_refuses_to_start_with_a_tampered_model(real_bundle, workspace, tmp_path):
     served = tmp_path / "served"
     served.mkdir()
-    shutil.copytree(ROOT / "baac_severity", served / "baac_severity")  # import_model runs its code
     bundle = tampered(real_bundle, "recoded")
     (served / PROMOTED_DIR).mkdir()
-    joblib.dump(bundle, served / PROMOTED_DIR / "model.joblib")
-    metadata = json.loads((workspace / PROMOTED_DIR / "metadata.json").read_text())
+    shutil.copyfile(workspace / PROMOTED_MODEL, served / PROMOTED_MODEL)
+    metadata = json.loads((workspace / PROMOTED_METADATA).read_text())
     metadata["feature_schema"] = bundle.feature_schema
-    (served / PROMOTED_DIR / "metadata.json").write_text(json.dumps(metadata))
+    (served / PROMOTED_METADATA).write_text(json.dumps(metadata))
     home = tmp_path / "bentoml_home"
     tag = import_model(served, home)
     command = [sys.executable, "-m", "bentoml", "serve", SERVICE, "--port", str(free_port())]

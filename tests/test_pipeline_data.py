@@ -23,13 +23,13 @@ from baac_severity.config import (
     DATASET,
     DATASET_USERS,
     PROGRESS_FILE,
+    ROOT,
     SPLIT_METRICS,
 )
 from baac_severity.data import clean, ingest, schema, split
 from baac_severity.data.loaders import load_raw_dump
 from tests.helpers import file_digests
 
-ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw"
 pytestmark = pytest.mark.skipif(not RAW.is_dir(), reason="data/raw missing: run `make data`")
 FRACTIONS = [0.6, 0.2, 0.2]

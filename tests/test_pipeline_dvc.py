@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from baac_severity.config import ROOT, compose
+from baac_severity.config import MODEL_FILE, ROOT, compose
 from baac_severity.data import schema
 from baac_severity.modeling import evaluate
 from baac_severity.testing.sandbox import dvc, make_pipeline_repo
@@ -59,7 +59,7 @@ def test_repro_trains_and_reports_the_test_metrics(small_repo):
     details = json.loads((small_repo / "model" / "evaluation.json").read_text())
     assert details["test"]["roc_auc"] == metrics["test"]["roc_auc"]
     assert details["test_by_year"]["2018"]["rows"] == details["test"]["rows"]
-    assert (small_repo / "model" / "model.joblib").stat().st_size < 20e6
+    assert (small_repo / MODEL_FILE).stat().st_size < 20e6
 
 
 def test_second_repro_is_up_to_date(small_repo):

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from baac_severity.config import ROOT
 from baac_severity.testing.sandbox import env
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # ROC, precision-recall, confusion matrix, feature importance, reliability diagram, ROC-AUC by
 # arrival chunk, drift share by arrival chunk (dvc.yaml)

@@ -23,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from baac_severity.config import PROMOTED_METADATA
 from baac_severity.decisions import compare
 from baac_severity.testing.local_service import import_model, start_service
 from baac_severity.testing.sandbox import dvc, env
@@ -53,10 +54,11 @@ def recorded() -> dict:
     return {}
 
 
-def promote(repo: Path, home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+def baac(repo: Path, home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    """The ``baac`` command of the repository's own code."""
     variables = {**env(), "BENTOML_HOME": str(home), **extra_env}
     return subprocess.run(
-        [sys.executable, "-m", "baac_severity.decisions.promote", *args],
+        [sys.executable, "-m", "baac_severity.cli", *args],
         cwd=repo,
         env=variables,
         capture_output=True,
@@ -65,8 +67,12 @@ def promote(repo: Path, home: Path, *args: str, **extra_env: str) -> subprocess.
     )
 
 
+def promote(repo: Path, home: Path, *args: str, **extra_env: str) -> subprocess.CompletedProcess:
+    return baac(repo, home, "promote", *args, **extra_env)
+
+
 def metadata(repo: Path) -> dict:
-    return json.loads((repo / "models" / "metadata.json").read_text())
+    return json.loads((repo / PROMOTED_METADATA).read_text())
 
 
 def mlflow_client(repo: Path):
@@ -213,12 +219,12 @@ def test_force_with_a_reason_promotes_and_records_it(repo: Path, home: Path) -> 
     report = (repo / meta["promotion"]["report"]).read_text()
     assert "Forced, reason: x: a demo" in report and "did not pass the gate" in report
     assert aliases(repo) == {"champion": meta["registry"]["version"], "previous": "2"}
-    assert promote(repo, home, "--force").returncode == 2  # no reason: refused by argparse
+    assert promote(repo, home, "--force").returncode == 2  # no reason: a usage error
 
 
 def test_rollback_restores_the_previous_champion(repo: Path, home: Path, recorded: dict) -> None:
     forced = metadata(repo)["registry"]["version"]
-    done = promote(repo, home, "--rollback", "--no-bentoml")
+    done = baac(repo, home, "rollback", "--no-bentoml")
     assert done.returncode == 0, done.stderr
     restored = champion_state(repo, home)
     assert restored["models"] == recorded["accepted"]["models"]
@@ -261,7 +267,7 @@ def test_the_served_model_leads_back_to_its_run_and_data(
 
 def test_review_says_no_experiment_beats_main(repo: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "baac_severity.decisions.review", "--no-plots"],
+        [sys.executable, "-m", "baac_severity.cli", "review", "--no-plots"],
         cwd=repo,
         env=env(),
         capture_output=True,

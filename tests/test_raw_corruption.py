@@ -22,13 +22,13 @@ import pyarrow.parquet as pq
 import pytest
 from omegaconf import OmegaConf
 
+from baac_severity.config import ROOT
 from baac_severity.data import ingest, loaders, schema
 from baac_severity.data.io import BadInputError
 from tests.helpers import load_table
 from tests.test_bad_input import outputs, run_ingest, tree
 from tests.test_pipeline_data import cached_raw_dump
 
-ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw"
 SHARED_2013 = ROOT.parent / "shared" / "data" / "baac" / "2013" / "caracteristiques_2013.csv.gz"
 pytestmark = pytest.mark.skipif(not RAW.is_dir(), reason="data/raw missing: run `make data`")

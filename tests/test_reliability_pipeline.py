@@ -190,7 +190,7 @@ for line in sys.stdin:
             log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             os.dup2(log, 1)
             os.dup2(log, 2)
-            code = importlib.import_module(line.strip()).main([])
+            code = importlib.import_module(line.strip()).main()
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else 1
         except BaseException:
@@ -574,7 +574,7 @@ def run_in(project: Path, stage_main, chunks: int) -> int:
         )
         patch.chdir(project)
         write_project_params(project, chunks)
-        return stage_main([])
+        return stage_main()
 
 
 @pytest.fixture(scope="module")

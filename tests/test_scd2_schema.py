@@ -15,9 +15,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from baac_severity.config import CLEAN_ACCIDENTS, CLEAN_USERS, DATASET, RAW_DIR
+from baac_severity.config import CLEAN_ACCIDENTS, CLEAN_USERS, DATASET, RAW_DIR, ROOT
 from baac_severity.data import entities, loaders, scd2, schema, split
-from tests.conftest import REPO_ROOT
 from tests.helpers import apply_chunk, load_table
 
 KEY = schema.KEY
@@ -31,7 +30,7 @@ AS_OF = {1: pd.Timestamp("2024-06-30"), 2: pd.Timestamp("2024-12-31")}
 def records() -> dict[str, pd.DataFrame]:
     """Accident and road-user records of the first 2 x 1,500 accidents of the bundled 2024
     dump, built by the pipeline's own loaders and entities."""
-    folder = REPO_ROOT / RAW_DIR / "2024"
+    folder = ROOT / RAW_DIR / "2024"
     if not folder.is_dir():
         pytest.skip("data/raw not fetched: run `make data`")
     tables = {}

@@ -27,7 +27,15 @@ import pandas as pd
 import pytest
 
 from baac_severity import features
-from baac_severity.config import DATASET, DATASET_USERS, ROOT
+from baac_severity.config import (
+    DATASET,
+    DATASET_USERS,
+    METADATA_FILENAME,
+    MODEL_FILENAME,
+    PROMOTED_METADATA,
+    PROMOTED_MODEL,
+    ROOT,
+)
 from baac_severity.data import schema
 from baac_severity.modeling.model_store import load_model
 from baac_severity.serving import inference
@@ -46,7 +54,7 @@ MINIMAL = {"an": 2024, "mois": 6, "vehicles": [{"catv": 7}], "users": [{"catu": 
 
 @pytest.fixture(scope="module")
 def metadata(workspace) -> dict:
-    return json.loads((workspace / "models" / "metadata.json").read_text())
+    return json.loads((workspace / PROMOTED_METADATA).read_text())
 
 
 @pytest.fixture(scope="module")
@@ -231,7 +239,7 @@ def test_http_probabilities_equal_the_model_on_500_test_rows(client, workspace, 
     keys = sample_test_split(500, seed=7, dataset=workspace / DATASET)
     response = client.post("/predict", json={"accidents": request_records(tables, keys)})
     assert response.status_code == 200
-    bundle = load_model(workspace / "models" / "model.joblib")
+    bundle = load_model(workspace / PROMOTED_MODEL, workspace / PROMOTED_METADATA)
     dataset = pd.read_parquet(workspace / DATASET).set_index(schema.KEY)
     accidents = dataset.loc[keys].reset_index()
     if metadata["unit"] == "accident":
@@ -721,6 +729,7 @@ def user_model_app(workspace, tmp_path_factory):
     labels = [schema.SEVERITY_LABELS[c] for c in classes]
     # Weights that favour the rarer classes, as decision.optimise may choose them.
     weights = np.array([1.0, 1.0, 2.0, 6.0])
+    columns = matrix.dtypes.astype(str).to_dict()
     bundle = ModelBundle(
         model,
         list(matrix.columns),
@@ -729,19 +738,13 @@ def user_model_app(workspace, tmp_path_factory):
         "grav",
         "user",
         features.GROUPS,
+        features.feature_schema(columns, "user", features.GROUPS),
         decision_weights=weights,
     )
     files = tmp_path_factory.mktemp("user_model")
-    save_model(bundle, files / "model.joblib")
-    metadata = {
-        "version": "user-test",
-        "target": "grav",
-        "unit": "user",
-        "features": bundle.features,
-        "classes": [int(c) for c in classes],
-        "labels": bundle.labels,
-    }
-    (files / "metadata.json").write_text(json.dumps(metadata))
+    save_model(model, files / MODEL_FILENAME)
+    metadata = {"version": "user-test", **bundle.metadata()}
+    (files / METADATA_FILENAME).write_text(json.dumps(metadata))
     key = secrets.token_urlsafe(16)
     env_file = files / ".env"
     env_file.write_text(f"API_KEY={key}\n")
@@ -758,7 +761,7 @@ def user_model_app(workspace, tmp_path_factory):
         import bentoml
 
         with bentoml.models.create("baac-severity-user-test") as stored:
-            for name in ("model.joblib", "metadata.json"):
+            for name in (MODEL_FILENAME, METADATA_FILENAME):
                 shutil.copyfile(files / name, Path(stored.path) / name)
         from starlette.testclient import TestClient
 

@@ -16,13 +16,12 @@ gives one, else size), and only then renamed into ``<raw-dir>/<year>/<published 
 failure deletes the temporary file, so an existing file is never damaged and nothing partial is
 left behind. Files already present and matching are skipped, so the command is idempotent.
 
-    python -m baac_severity.data.fetch --years 2019-2023
-    python -m baac_severity.data.fetch --years 2019,2021 --dry-run
+    baac fetch --years 2019-2023
+    baac fetch --years 2019,2021 --dry-run
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import re
@@ -49,9 +48,7 @@ DATASET_API_URL = f"https://www.data.gouv.fr/api/1/datasets/{DATASET_ID}/"
 API_URL_ENV = "BAAC_DATASET_API_URL"
 
 FIRST_YEAR = 2005  # the first year of the annual BAAC files
-EXIT_FAILURE = (
-    2  # the code argparse uses for usage errors, and baac_severity.data.ingest for bad input
-)
+EXIT_FAILURE = 2  # the code of a usage error, and baac_severity.data.ingest's for bad input
 TIMEOUT = (10, 60)  # seconds to connect, and to wait for each chunk of a download
 RETRIES = 4  # further attempts after a connection error, a timeout or a 5xx answer
 # urllib3's backoff factor: no wait before the first retry, then 1, 2 and 4 s (``Retry``).
@@ -111,71 +108,18 @@ def parse_years(text: str) -> list[int]:
     for item in text.split(","):
         match = YEAR_ITEM.match(item.strip())
         if match is None:
-            raise argparse.ArgumentTypeError(
+            raise ValueError(
                 f"invalid year {item.strip()!r} in {text!r}: expected YYYY, YYYY-YYYY or a "
                 "comma-separated list of them"
             )
         start = int(match["start"])
         end = int(match["end"] or start)
         if end < start:
-            raise argparse.ArgumentTypeError(f"empty year range {item.strip()!r}")
+            raise ValueError(f"empty year range {item.strip()!r}")
         if start < FIRST_YEAR:
-            raise argparse.ArgumentTypeError(f"BAAC annual files start in {FIRST_YEAR}: {start}")
+            raise ValueError(f"BAAC annual files start in {FIRST_YEAR}: {start}")
         years.update(range(start, end + 1))
     return sorted(years)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.data.fetch",
-        description=(
-            "Download the official yearly BAAC files (caracteristiques, lieux, vehicules,\n"
-            "usagers) from data.gouv.fr into <raw-dir>/<year>/, verifying each file's checksum\n"
-            "(or size) before it replaces anything. Files already present and matching are\n"
-            "skipped. Needs internet access."
-        ),
-        epilog=(
-            "examples:\n"
-            "  python -m baac_severity.data.fetch --years 2019-2023\n"
-            "  python -m baac_severity.data.fetch --years 2019,2021,2023 --dry-run\n"
-            "\n"
-            f"dataset API: {DATASET_API_URL}\n"
-            "\n"
-            "afterwards, record the data with DVC:\n"
-            "  dvc add data/raw    # updates data.dvc\n"
-            "  git add data.dvc && git commit && dvc push\n"
-            "\n"
-            "exit status: 0 on success, 2 on a usage, network, HTTP or verification error"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--years",
-        type=parse_years,
-        required=True,
-        metavar="YEARS",
-        help="years to fetch: 2021, 2019-2023 or 2019,2021,2023",
-    )
-    parser.add_argument(
-        "--raw-dir",
-        type=Path,
-        default=RAW_DIR,
-        help="raw dump directory; files go to <raw-dir>/<year>/ (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--api-url",
-        help=f"dataset API URL (default: ${API_URL_ENV} if set, else the data.gouv.fr one below)",
-    )
-    parser.add_argument(
-        "--force", action="store_true", help="download again even if a file is up to date"
-    )
-    parser.add_argument(
-        "--dry-run", action="store_true", help="list what would be fetched; write nothing"
-    )
-    return parser
-
-
-# ----------------------------------------------------------------------- dataset document
 
 
 def make_session() -> requests.Session:
@@ -499,25 +443,27 @@ def _summary(raw_dir: Path, years: Sequence[int], fetched: int, current: int, dr
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    api_url = args.api_url or os.environ.get(API_URL_ENV) or DATASET_API_URL
+def run(
+    years: Sequence[int],
+    raw_dir: Path = RAW_DIR,
+    api_url: str | None = None,
+    *,
+    force: bool = False,
+    dry_run: bool = False,
+) -> int:
+    """``baac fetch``: fetch and print a summary; the exit status (``EXIT_FAILURE`` on an
+    error, which leaves every file as it was)."""
+    api_url = api_url or os.environ.get(API_URL_ENV) or DATASET_API_URL
     try:
-        fetched, current = fetch(
-            args.years, args.raw_dir, api_url, force=args.force, dry_run=args.dry_run
-        )
+        fetched, current = fetch(years, raw_dir, api_url, force=force, dry_run=dry_run)
     except FetchError as error:
         print(f"fetch: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as error:  # disk full, permission denied...: the target is left as it was
-        print(f"fetch: error: cannot write under {args.raw_dir}: {error}", file=sys.stderr)
+        print(f"fetch: error: cannot write under {raw_dir}: {error}", file=sys.stderr)
         return EXIT_FAILURE
     except KeyboardInterrupt:
         print("fetch: interrupted; no partial file was left behind", file=sys.stderr)
         return 130  # the shell's code for SIGINT
-    print(_summary(args.raw_dir, args.years, fetched, current, args.dry_run))
+    print(_summary(raw_dir, years, fetched, current, dry_run))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

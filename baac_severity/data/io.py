@@ -1,4 +1,4 @@
-"""Atomic, deterministic writes and the one error type for bad input.
+"""Atomic, deterministic writes, the one error type for bad input, and the one way to run git.
 
 Every output goes to a temporary file in the destination directory and is then renamed over
 the target, so a crash or a rejected chunk never leaves a partial file behind. A process killed
@@ -16,6 +16,7 @@ import glob
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -212,3 +213,18 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def git(
+    repo: str | Path, *args: str, check: bool = False, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """``git args`` in ``repo``; the output as bytes (``git show`` of a binary file), never
+    printed. ``check``: raise ``CalledProcessError`` when git fails."""
+    return subprocess.run(
+        ["git", *args], cwd=repo, capture_output=True, check=check, env=env, timeout=60
+    )
+
+
+def git_text(repo: str | Path, *args: str) -> str:
+    """The stripped standard output of a ``git`` command that must succeed."""
+    return git(repo, *args, check=True).stdout.decode().strip()

@@ -3,9 +3,6 @@ quarantined rows included."""
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 from baac_severity.config import PROGRESS_FILE
 from baac_severity.data.io import read_json
 
@@ -41,17 +38,11 @@ def render(progress: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.data.progress",
-        description=f"Show the ingestion progress ({PROGRESS_FILE}).",
-    )
-    parser.add_argument(
-        "--next", action="store_true", help="print the chunk count that ingests one more chunk"
-    )
-    args = parser.parse_args(argv)
+def show(next_count: bool = False) -> int:
+    """``baac progress``: the progress table (exit 1 before any ingestion), or with
+    ``next_count`` the chunk count that ingests one more chunk."""
     progress = read_json(PROGRESS_FILE, default={})
-    if args.next:
+    if next_count:
         print(next_chunk_count(progress))
         return 0
     if not progress:
@@ -59,7 +50,3 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(render(progress))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

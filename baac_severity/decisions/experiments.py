@@ -35,6 +35,8 @@ from typing import Any
 
 import pandas as pd
 
+from baac_severity.data.io import git
+
 WORKSPACE = "workspace"
 MODEL_METRICS = "metrics/train.json"
 PROGRESS_METRICS = "metrics/progress.json"  # a plain output: the ingestion details
@@ -109,10 +111,6 @@ def load_experiments(
     repo: str | Path, all_commits: bool = False, rev: str | None = None
 ) -> pd.DataFrame:
     return parse_exp_show(run_exp_show(repo, all_commits=all_commits, rev=rev))
-
-
-def git(repo: str | Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", *args], cwd=repo, capture_output=True, timeout=60)
 
 
 def repo_state(repo: str | Path) -> str:

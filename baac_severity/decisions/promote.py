@@ -1,6 +1,6 @@
 """Promote a trained model behind a gate, register it, and roll back: ``make promote``.
 
-``python -m baac_severity.decisions.promote`` takes the workspace model (``model/``);
+``baac promote`` takes the workspace model (``model/``);
 ``--experiment NAME`` takes the model of a DVC experiment, read from the DVC cache at that
 experiment's commit, without touching the workspace. ``--rollback`` restores the previous champion.
 
@@ -39,7 +39,6 @@ longer holds; and a model whose training run is not in the MLflow store.
 
 from __future__ import annotations
 
-import argparse
 import ctypes
 import errno
 import hashlib
@@ -60,13 +59,17 @@ import pandas as pd
 from baac_severity.config import (
     DATASET,
     DATASET_USERS,
+    METADATA_FILENAME,
     MODEL_FILE,
+    MODEL_FILENAME,
     MODEL_INFO,
     PROMOTED_DIR,
+    PROMOTED_METADATA,
+    PROMOTED_MODEL,
     PROMOTIONS_DIR,
     ROOT,
 )
-from baac_severity.data.io import remove_leftovers, write_json, write_text
+from baac_severity.data.io import git_text, remove_leftovers, write_json, write_text
 from baac_severity.decisions import compare
 from baac_severity.modeling import tracking
 
@@ -78,9 +81,7 @@ if TYPE_CHECKING:
 BENTO_MODEL_NAME = "baac-severity"
 REGISTERED_MODEL = "baac-severity"
 CHAMPION, PREVIOUS = "champion", "previous"
-MODEL_NAME, METADATA_NAME, PREDICTIONS_NAME = "model.joblib", "metadata.json", "predictions.parquet"
-PROMOTED_MODEL = PROMOTED_DIR / MODEL_NAME
-PROMOTED_METADATA = PROMOTED_DIR / METADATA_NAME
+PREDICTIONS_NAME = "predictions.parquet"
 PROMOTED_PREDICTIONS = PROMOTED_DIR / PREDICTIONS_NAME
 MODELS_DVC = Path(f"{PROMOTED_DIR}.dvc")
 # Test hook: SIGKILL this process when it reaches the named step (staged, switched).
@@ -103,15 +104,11 @@ class GateRefused(RuntimeError):
 # --- reading the challenger and the champion ------------------------------------------------
 
 
-def git(*args: str) -> str:
-    return subprocess.run(
-        ["git", *args], check=True, capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-
-
 def experiment_commit(name: str) -> str:
     """The commit of a DVC experiment, from its git ref (refs/exps/<baseline>/<name>)."""
-    refs = git("for-each-ref", "--format=%(refname) %(objectname)", "refs/exps").splitlines()
+    refs = git_text(
+        ROOT, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"
+    ).splitlines()
     matches = [
         sha for ref, sha in (line.split() for line in refs) if ref.rsplit("/", 1)[-1] == name
     ]
@@ -151,7 +148,11 @@ def read_model_files(experiment: str | None) -> tuple[bytes, dict, str]:
     if experiment is None:
         if not MODEL_FILE.exists():
             raise SystemExit(f"{MODEL_FILE} not found: run `dvc repro` first")
-        return MODEL_FILE.read_bytes(), json.loads(MODEL_INFO.read_text()), git("rev-parse", "HEAD")
+        return (
+            MODEL_FILE.read_bytes(),
+            json.loads(MODEL_INFO.read_text()),
+            git_text(ROOT, "rev-parse", "HEAD"),
+        )
     import dvc.api
 
     rev = experiment_commit(experiment)
@@ -211,7 +212,7 @@ def checked_bundle(model: bytes, info: dict, experiment: str | None) -> ModelBun
     from baac_severity.modeling.model_store import check_feature_schema, load_model_bytes
 
     source = MODEL_FILE if experiment is None else f"experiment {experiment}: {MODEL_FILE}"
-    bundle = load_model_bytes(model, source)
+    bundle = load_model_bytes(model, info, source)
     check_feature_schema(bundle, source)
     if experiment is None:
         check_training_data(info)
@@ -433,8 +434,8 @@ def import_into_bentoml(metadata: dict) -> str:
     with bentoml.models.create(
         BENTO_MODEL_NAME, labels=trace_labels(metadata), metadata=without_nulls(metadata)
     ) as model:
-        shutil.copyfile(PROMOTED_MODEL, Path(model.path) / MODEL_NAME)
-        shutil.copyfile(PROMOTED_METADATA, Path(model.path) / METADATA_NAME)
+        shutil.copyfile(PROMOTED_MODEL, Path(model.path) / MODEL_FILENAME)
+        shutil.copyfile(PROMOTED_METADATA, Path(model.path) / METADATA_FILENAME)
     return str(model.tag)
 
 
@@ -477,7 +478,9 @@ def build_metadata(
     model: bytes, info: dict, rev: str, experiment: str | None, feature_schema: dict | None
 ) -> dict:
     model_sha = hashlib.sha256(model).hexdigest()
-    dirty = experiment is None and bool(git("status", "--porcelain", "--untracked-files=no"))
+    dirty = experiment is None and bool(
+        git_text(ROOT, "status", "--porcelain", "--untracked-files=no")
+    )
     return {
         "version": model_sha[:12],
         "model_sha256": model_sha,
@@ -493,6 +496,7 @@ def build_metadata(
         "feature_groups": info["feature_groups"],
         "feature_schema": feature_schema,
         "sklearn_version": info["sklearn_version"],
+        "decision_weights": info["decision_weights"],
         "metrics": info["metrics"],
         "params": info["params"],
         "data_snapshot": info["data_snapshot"],
@@ -582,8 +586,8 @@ def promote(experiment: str | None, options: Options | None = None) -> dict | No
     try:
         staged = stage / PROMOTED_DIR.name
         staged.mkdir()
-        (staged / MODEL_NAME).write_bytes(candidate.model)
-        write_json(metadata, staged / METADATA_NAME)
+        (staged / MODEL_FILENAME).write_bytes(candidate.model)
+        write_json(metadata, staged / METADATA_FILENAME)
         if candidate.predictions_file is not None:
             (staged / PREDICTIONS_NAME).write_bytes(candidate.predictions_file)
         if options.with_dvc:
@@ -626,7 +630,7 @@ def rollback(with_bentoml: bool = True) -> dict:
             [sys.executable, "-m", "dvc", "checkout", "-q", str(stage / MODELS_DVC.name)],
             check=True,
         )
-        metadata = json.loads((stage / PROMOTED_DIR.name / METADATA_NAME).read_text())
+        metadata = json.loads((stage / PROMOTED_DIR.name / METADATA_FILENAME).read_text())
         kill_point("staged")
         switch(stage, with_dvc=True)
     finally:
@@ -654,47 +658,17 @@ def rollback(with_bentoml: bool = True) -> dict:
 # --- command line ---------------------------------------------------------------------------
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.decisions.promote",
-        description="Promote the workspace model or a DVC experiment's model into models/ "
-        "(models.dvc), the MLflow registry and the BentoML store, if it passes the gate.",
-    )
-    parser.add_argument(
-        "--experiment", "-e", help="DVC experiment name (see `dvc exp show`); default: workspace"
-    )
-    parser.add_argument("--force", action="store_true", help="promote even if the gate refuses")
-    parser.add_argument("--reason", help="why the gate is overridden (required with --force)")
-    parser.add_argument("--rollback", action="store_true", help="restore the previous champion")
-    parser.add_argument(
-        "--if-better",
-        action="store_true",
-        help="a refused gate keeps the champion and exits 0 (used by `make run`)",
-    )
-    parser.add_argument("--no-dvc", action="store_true", help="skip `dvc add models`")
-    parser.add_argument("--no-bentoml", action="store_true", help="skip the BentoML import")
-    parser.add_argument(
-        "--no-registry", action="store_true", help="skip the MLflow registry (tests, no store)"
-    )
-    args = parser.parse_args(argv)
-    if args.force and not (args.reason or "").strip():
-        parser.error("--force needs --reason TEXT: the reason is recorded")
+def run(experiment: str | None, options: Options, rollback_instead: bool = False) -> int:
+    """``baac promote`` (``baac rollback`` with ``rollback_instead``): the exit status, 0,
+    ``GATE_EXIT`` (the gate refused) or ``REFUSED_EXIT`` (nothing written)."""
     os.chdir(ROOT)
     from baac_severity.modeling.model_store import FeatureSchemaError, ModelVersionError
 
-    options = Options(
-        force=args.force,
-        reason=args.reason,
-        with_dvc=not args.no_dvc,
-        with_bentoml=not args.no_bentoml,
-        with_registry=not args.no_registry,
-        soft_gate=args.if_better,
-    )
     try:
-        if args.rollback:
+        if rollback_instead:
             rollback(with_bentoml=options.with_bentoml)
         else:
-            promote(args.experiment, options)
+            promote(experiment, options)
     except GateRefused as refused:
         print(f"\npromote: {refused}", file=sys.stderr)
         if options.soft_gate:
@@ -712,7 +686,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"promote: refusing to promote: {error}", file=sys.stderr)
         return REFUSED_EXIT
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -4,8 +4,8 @@
    whole pipeline as an experiment (ingest, clean, split, train, out-of-time, drift);
 2. prints what the monitoring stages say about the new chunk (drift share, out-of-time
    ROC-AUC) and the challenger's test metrics next to the champion's (``models/``);
-3. puts the challenger through the promotion gate, ``python -m baac_severity.decisions.promote
-   --experiment NAME``, and exits with its status (0: promoted; otherwise the champion stays);
+3. puts the challenger through the promotion gate, ``baac promote --experiment NAME``, and
+   exits with its status (0: promoted; otherwise the champion stays);
 4. prints what to commit.
 
 The loop it belongs to is described in docs/monitoring.md.
@@ -13,7 +13,6 @@ The loop it belongs to is described in docs/monitoring.md.
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
 
@@ -46,14 +45,8 @@ def chunk_report(chunk: int) -> None:
         print(f"retrain: chunk {chunk}: out-of-time ROC-AUC {roc_auc} (trained on earlier chunks)")
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.decisions.retrain",
-        description="Ingest the next chunk, run the pipeline as a DVC experiment, and put the "
-        "challenger through the promotion gate (baac_severity.decisions.promote --experiment).",
-    )
-    parser.add_argument("--name", help="experiment name (default: retrain-chunk-NNNN)")
-    args = parser.parse_args(argv)
+def retrain(name: str | None = None) -> int:
+    """``baac retrain``: the exit status of the gate, or of the experiment if it failed."""
     progress = read_json(PROGRESS_FILE, default={})
     chunks = progress.get("chunks") or {}
     if chunks and chunks["ingested"] >= chunks["total"]:
@@ -63,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
     chunk = next_chunk_count(progress)
-    name = args.name or f"retrain-chunk-{chunk:04d}"
+    name = name or f"retrain-chunk-{chunk:04d}"
     experiment = ["exp", "run", "-n", name, "-S", f"ingest.chunks={chunk}"]
     status = run([sys.executable, "-m", "dvc", *experiment])
     if status != 0:
@@ -71,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
     chunk_report(chunk)
     # The gate prints the comparison with the champion (validation, and paired intervals).
-    status = run([sys.executable, "-m", "baac_severity.decisions.promote", "--experiment", name])
+    status = run([sys.executable, "-m", "baac_severity.cli", "promote", "--experiment", name])
     if status == 0:
         print("retrain: promoted. To commit:\n"
               "  git add params.yaml dvc.lock models.dvc metrics/ plots/ reports/promotions/\n"
@@ -83,7 +76,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"retrain: {name} not promoted (gate exit {status}); the champion stays.")
         print(f"retrain: to keep the run: {keep}; to drop it: {drop}")
     return status
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,7 +1,6 @@
 """Review DVC experiments for a pull request: a Markdown report against a baseline.
 
-    python -m baac_severity.decisions.review [EXPERIMENT ...] [--baseline main]      (or: make
-    review)
+    baac review [EXPERIMENT ...] [--baseline main]      (or: make review)
 
 With no experiment named, every experiment derived from the baseline is reviewed. The report
 holds the key metrics with deltas against the baseline, the params each experiment changed,
@@ -16,17 +15,15 @@ metric, and the commands that take the winner further. It is written atomically 
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import re
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from baac_severity.config import REPORTS_DIR, ROOT
+from baac_severity.config import REPORTS_DIR
 from baac_severity.data.io import atomic_path, write_text
 from baac_severity.decisions import compare
 from baac_severity.decisions import experiments as ex
@@ -43,7 +40,7 @@ class ReviewError(SystemExit):
 # --- selecting --------------------------------------------------------------------------
 
 
-REGENERATE = "python -m baac_severity.decisions.review"
+REGENERATE = "baac review"
 
 
 def resolve(repo: Path, rev: str) -> str:
@@ -414,27 +411,3 @@ def review(
         raise ReviewError(str(exc)) from exc
     write_text(report, target)
     return target, report
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.decisions.review",
-        description="Markdown review of DVC experiments against a baseline, for a pull request.",
-    )
-    parser.add_argument(
-        "experiments", nargs="*", help="experiment names (default: all of the baseline)"
-    )
-    parser.add_argument("--baseline", "-b", default="main", help="git revision (default: main)")
-    parser.add_argument("--repo", type=Path, default=ROOT, help="repository (default: this one)")
-    parser.add_argument("--output", "-o", type=Path, help="report path (default: reports/...)")
-    parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    args = parser.parse_args(argv)
-    repo = args.repo.resolve()
-    target, report = review(repo, args.experiments, args.baseline, args.output, not args.no_plots)
-    print(report)
-    print(f"written to {target}", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

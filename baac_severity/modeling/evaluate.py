@@ -7,6 +7,7 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
 
 CURVE_GRID = np.linspace(0.0, 1.0, 101)
 # The metrics users compare across experiments: the keys of metrics/train.json (a DVC metric,
@@ -92,20 +93,10 @@ def reliability_points(
     y: np.ndarray, proba: np.ndarray, bins: int = CALIBRATION_BINS
 ) -> pd.DataFrame:
     """The reliability diagram (``y``: class indices): per non-empty equal-width bin, the mean
-    probability and the observed frequency (as in ``expected_calibration_error``)."""
+    probability and the observed frequency of what ``expected_calibration_error`` checks."""
     confidence, outcome = _confidence(y, proba)
-    where = _bins(confidence, bins)
-    rows = np.bincount(where, minlength=bins)
-    kept = rows > 0
-    frame = pd.DataFrame(
-        {
-            "bin": np.arange(bins)[kept],
-            "predicted": np.bincount(where, confidence, bins)[kept] / rows[kept],
-            "observed": np.bincount(where, outcome, bins)[kept] / rows[kept],
-            "rows": rows[kept],
-        }
-    )
-    return frame.round(6)
+    observed, predicted = calibration_curve(outcome, confidence, n_bins=bins, strategy="uniform")
+    return pd.DataFrame({"predicted": predicted, "observed": observed}).round(6)
 
 
 def predicted_indices(proba: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:

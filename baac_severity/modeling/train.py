@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")  # headless: the stage runs in CI and in DVC queue workers
@@ -315,67 +316,14 @@ def headline_metrics(metrics: dict) -> dict:
 
 
 def model_card(info: dict, metrics: dict) -> str:
-    test = metrics["test"]
-    by_year = "\n".join(
-        f"| {year} | {m['rows']} | {m['roc_auc']} | {m['f1_weighted']} | {m['accuracy']} |"
-        for year, m in metrics["test_by_year"].items()
+    """``model/model_card.md``: the template ``templates/model_card.md.j2`` filled in."""
+    environment = jinja2.Environment(
+        loader=jinja2.PackageLoader("baac_severity.modeling"),
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,  # a missing key fails the stage, not a blank card
+        autoescape=False,  # Markdown, not HTML
     )
-    snapshot = info["data_snapshot"]
-    method = info["params"]["model"].get("calibration", "none")
-    calibration = (
-        "the estimator's own, not recalibrated"
-        if method == "none"
-        else f"{method} calibration cross-fitted on the training rows"
-    )
-    weights = info["decision_weights"]
-    decision = (
-        "the most probable class"
-        if weights is None
-        else f"the largest probability times its class weight {weights} (chosen on the "
-        "validation rows to maximise macro F1); the raw probabilities are served as they are"
-    )
-    return f"""# Model card: {info["target"]} ({info["model_name"]})
-
-- **Task**: predict `{info["target"]}` at the {info["unit"]} level from BAAC road-accident records.
-- **Classes**: {", ".join(info["labels"])}; class balance {snapshot["class_balance"]}.
-- **Data snapshot**: {snapshot["chunks_ingested"]}/{snapshot["chunks_total"]} chunks ingested
-  (as of {snapshot["as_of"]}), years {snapshot["years"]}; rows {snapshot["rows"]};
-  dataset sha256 `{snapshot["dataset_sha256"][:16]}…`.
-- **Features**: {len(info["features"])} (groups {", ".join(info["feature_groups"])}); see
-  `docs/FEATURES.md`.
-- **Location**: the commune (2024) and the 0.1° latitude/longitude cell enter as out-of-fold
-  target encodings fitted on the training rows only (the model's `encode` step); a commune or
-  cell unseen in training gets the training prior.
-- **Probabilities**: {calibration}; expected calibration error on test
-  {test["ece"]} (15 equal-width bins), Brier score {test["brier"]}.
-- **Decision**: {decision}.
-- **Model size**: {info["model_size_mb"]} MB.
-
-## Test metrics
-| metric | value |
-|---|---|
-| ROC-AUC | {test["roc_auc"]} |
-| PR-AUC | {test["pr_auc"]} |
-| accuracy | {test["accuracy"]} |
-| F1 weighted | {test["f1_weighted"]} |
-| F1 macro | {test["f1_macro"]} |
-| log loss | {test["log_loss"]} |
-| expected calibration error (15 bins) | {test["ece"]} |
-| Brier score | {test["brier"]} |
-
-| year | test rows | ROC-AUC | F1 weighted | accuracy |
-|---|---|---|---|---|
-{by_year}
-
-## Limitations
-- From 2018 on, ONISR warns that the "hospitalised" qualification is not comparable with
-  earlier years: the police changed how they record it. `severe` inherits this break.
-- The bundled 2018 data is a column subset: no day of the week, collision type, department or
-  user attributes; those features are missing for 2018 rows, never imputed from other years.
-- Every accident in the BAAC base has at least one victim: the model says nothing about
-  accidents without injury, which are not recorded.
-- 2024 `lieux` keeps the first published road row per accident.
-"""
+    return environment.get_template("model_card.md.j2").render(info=info, metrics=metrics)
 
 
 def configure_logging() -> None:
@@ -453,24 +401,16 @@ def train(params: DictConfig) -> dict:
         ),
         decision_weights=weights,
     )
-    size = save_model(bundle, MODEL_FILE)
+    size = save_model(model, MODEL_FILE)
     metrics["model"] = {"size_mb": round(size / 1e6, 2), "features": len(bundle.features)}
     write_json(headline_metrics(metrics), TRAIN_METRICS, sort_keys=False)
     write_json(metrics, EVALUATION)
     write_plots(data, probabilities["test"], importance, weights)
     write_predictions(data, probabilities)
     info = {
-        "target": bundle.target,
-        "unit": bundle.unit,
+        **bundle.metadata(),  # what loading the model needs (model_store.USAGE_KEYS)
         "model_name": params.model.name,
-        "classes": [int(c) for c in bundle.classes],
-        "labels": bundle.labels,
-        "features": bundle.features,
-        "feature_groups": groups,
-        "feature_schema": bundle.feature_schema,
-        "sklearn_version": bundle.sklearn_version,
         "model_size_mb": round(size / 1e6, 2),
-        "decision_weights": None if weights is None else [round(float(w), 6) for w in weights],
         "params": OmegaConf.to_container(params, resolve=True),
         "data_snapshot": data_snapshot(data),
         "metrics": {"validation": metrics["validation"], "test": metrics["test"]},

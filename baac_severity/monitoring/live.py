@@ -15,20 +15,23 @@ Exit status: 0 when at most ``monitor.max_share_drifted`` of the features drifte
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from baac_severity.config import DATASET, LIVE_DRIFT, LIVE_DRIFT_REPORT, PROMOTED_DIR, load_params
+from baac_severity.config import (
+    DATASET,
+    LIVE_DRIFT,
+    LIVE_DRIFT_REPORT,
+    PROMOTED_METADATA,
+    load_params,
+)
 from baac_severity.data.io import read_json, write_json, write_text
 from baac_severity.features import build_features
 from baac_severity.monitoring import drift
 from baac_severity.monitoring.prediction_log import DEFAULT_LOG_DIR, read_rows
 
-PROMOTED_METADATA = PROMOTED_DIR / "metadata.json"
 NO_DATA_EXIT = 2
 
 
@@ -96,38 +99,17 @@ def run(
     return 1 if report.share_drifted > max_share else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.monitoring.live",
-        description="Drift report of the service's prediction log against the promoted "
-        "model's training rows; exit 1 above monitor.max_share_drifted.",
-    )
-    parser.add_argument(
-        "--log-dir",
-        type=Path,
-        default=Path(os.environ.get("PREDICTION_LOG_DIR", str(DEFAULT_LOG_DIR))),
-        help="the service's PREDICTION_LOG_DIR (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--all-versions",
-        action="store_true",
-        help="every logged row, not only those of the promoted model",
-    )
-    parser.add_argument(
-        "--since", help="only rows logged at this ISO time or later (e.g. 2026-12-01T08:00)"
-    )
-    parser.add_argument(
-        "--report-dir", type=Path, default=LIVE_DRIFT.parent, help="default: %(default)s"
-    )
-    parser.add_argument(
-        "--max-share", type=float, default=None, help="default: monitor.max_share_drifted"
-    )
-    args = parser.parse_args(argv)
-    max_share = args.max_share
+def monitor(
+    log_dir: Path | None = None,
+    max_share: float | None = None,
+    every_version: bool = False,
+    since: str | None = None,
+    report_dir: Path | None = None,
+) -> int:
+    """``run`` with the defaults of ``baac monitor``: the service's ``PREDICTION_LOG_DIR``, the
+    ``monitor.max_share_drifted`` param, ``reports/live``."""
+    if log_dir is None:
+        log_dir = Path(os.environ.get("PREDICTION_LOG_DIR", str(DEFAULT_LOG_DIR)))
     if max_share is None:
         max_share = float(load_params().monitor.max_share_drifted)
-    return run(args.log_dir, max_share, args.all_versions, args.since, args.report_dir)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    return run(log_dir, max_share, every_version, since, report_dir or LIVE_DRIFT.parent)

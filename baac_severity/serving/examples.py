@@ -8,9 +8,7 @@ tests and the benchmark use ``request_records`` to build real requests the same 
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -79,20 +77,10 @@ def request_records(tables: dict[str, pd.DataFrame], keys: Iterable[str]) -> lis
     return records
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.serving.examples",
-        description="Write the example request (real test-split accidents) for the API.",
-    )
-    parser.add_argument("--count", type=int, default=4, help="accidents in the example")
-    parser.add_argument("--output", type=Path, default=EXAMPLE)
-    args = parser.parse_args(argv)
-    keys = sample_test_split(args.count)
+def write_example(count: int = 4, output: Path | None = None) -> None:
+    """``baac examples``: write ``count`` real test-split accidents as the example request."""
+    output = output or EXAMPLE
+    keys = sample_test_split(count)
     payload = {"accidents": request_records(load_tables(), keys)}
-    args.output.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
-    print(f"wrote {len(keys)} test-split accidents to {args.output}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    output.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+    print(f"wrote {len(keys)} test-split accidents to {output}")

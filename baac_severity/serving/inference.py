@@ -26,6 +26,7 @@ from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 from sklearn.pipeline import Pipeline
 
 from baac_severity import features
+from baac_severity.config import METADATA_FILENAME, MODEL_FILENAME
 from baac_severity.data import entities, schema
 from baac_severity.modeling.model_store import ModelBundle, load_model
 from baac_severity.serving import explain
@@ -33,7 +34,6 @@ from baac_severity.serving.schemas import TOP_CONTRIBUTIONS, PredictRequest
 
 log = logging.getLogger("baac_severity.serving.inference")
 KEY, USER_KEY = schema.KEY, schema.USER_KEY
-MODEL_FILE, METADATA_FILE = "model.joblib", "metadata.json"
 PYTHON_STRING = pd.StringDtype("python")
 FULL_COLLECTION_EVERY = 100  # middle-generation collections (CPython's default: 10)
 
@@ -262,8 +262,6 @@ class Predictor:
     """The promoted model and its metadata, loaded once; request records in, probabilities out."""
 
     def __init__(self, bundle: ModelBundle, metadata: dict[str, Any]) -> None:
-        if list(bundle.features) != list(metadata["features"]) or bundle.unit != metadata["unit"]:
-            raise ValueError("model.joblib and metadata.json describe different models")
         self.bundle = bundle
         self.metadata = metadata
         self.unit = bundle.unit
@@ -297,8 +295,8 @@ class Predictor:
     def from_directory(cls, directory: str | Path) -> Predictor:
         """Load ``model.joblib`` and ``metadata.json`` as written by ``make promote``."""
         directory = Path(directory)
-        metadata = json.loads((directory / METADATA_FILE).read_text())
-        return cls(load_model(directory / MODEL_FILE), metadata)
+        metadata = json.loads((directory / METADATA_FILENAME).read_text())
+        return cls(load_model(directory / MODEL_FILENAME, directory / METADATA_FILENAME), metadata)
 
     def _trees_match_sklearn(self) -> bool:
         rng = np.random.default_rng(0)

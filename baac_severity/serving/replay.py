@@ -14,9 +14,7 @@ says so.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -38,9 +36,7 @@ def shift_names(value: str) -> list[str]:
     names = [name.strip() for name in value.split(",") if name.strip()]
     unknown = sorted(set(names) - set(SHIFTS))
     if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown shift {', '.join(unknown)}; choose from {', '.join(SHIFTS)}"
-        )
+        raise ValueError(f"unknown shift {', '.join(unknown)}; choose from {', '.join(SHIFTS)}")
     return names
 
 
@@ -66,30 +62,18 @@ def replay(records: list[Record], url: str, key: str, batch: int) -> int:
     return scored
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.serving.replay",
-        description="Send real accidents of a split to the prediction service.",
-    )
-    parser.add_argument("--split", default="test", choices=["train", "validation", "test"])
-    parser.add_argument("--n", type=int, default=500, help="accidents to send")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--batch", type=int, default=25, help="accidents per request")
-    parser.add_argument(
-        "--shift", type=shift_names, default=[], help=f"comma-separated: {', '.join(SHIFTS)}"
-    )
-    parser.add_argument("--url", default=os.environ.get(API_URL_ENV, DEFAULT_API_URL))
-    args = parser.parse_args(argv)
+def send(
+    split: str, n: int, seed: int, batch: int, shifts: list[str], url: str | None = None
+) -> int:
+    """``baac replay``: ``n`` accidents of ``split``, shifted, posted to the service at ``url``
+    (default: ``BAAC_API_URL``) with the key of ``API_KEY``."""
+    url = url or os.environ.get(API_URL_ENV, DEFAULT_API_URL)
     key = os.environ.get(API_KEY_ENV)
     if not key:
         raise SystemExit(f"replay: set {API_KEY_ENV} to the service's key")
-    keys = sample_test_split(args.n, args.seed, split=args.split)
-    records = shifted(request_records(load_tables(), keys), args.shift)
-    scored = replay(records, args.url, key, args.batch)
-    shift = f", shifted: {','.join(args.shift)}" if args.shift else ""
-    print(f"replay: {scored} {args.split} accidents sent to {args.url}{shift}")
+    keys = sample_test_split(n, seed, split=split)
+    records = shifted(request_records(load_tables(), keys), shifts)
+    scored = replay(records, url, key, batch)
+    shift = f", shifted: {','.join(shifts)}" if shifts else ""
+    print(f"replay: {scored} {split} accidents sent to {url}{shift}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

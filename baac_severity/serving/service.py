@@ -36,6 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from baac_severity.config import METADATA_FILENAME, MODEL_FILENAME
 from baac_severity.modeling.model_store import (
     FeatureSchemaError,
     ModelVersionError,
@@ -43,7 +44,7 @@ from baac_severity.modeling.model_store import (
     load_model,
 )
 from baac_severity.serving import auth, openapi, schemas, settings
-from baac_severity.serving.inference import MODEL_FILE, Predictor, settle_heap, to_tables
+from baac_severity.serving.inference import Predictor, settle_heap, to_tables
 from baac_severity.serving.prediction_logger import PredictionMonitor
 
 # Settings are read at import: the model tag and the batching are part of the class below.
@@ -175,9 +176,10 @@ class BAACSeverity:
         loaded here and released (about a second; its memory returns to the system).
         """
         stored = BAACSeverity.inner.model.resolve()
-        path = Path(stored.path) / MODEL_FILE
+        path = Path(stored.path) / MODEL_FILENAME
         try:
-            check_feature_schema(load_model(path), f"model {stored.tag} ({path})")
+            bundle = load_model(path, Path(stored.path) / METADATA_FILENAME)
+            check_feature_schema(bundle, f"model {stored.tag} ({path})")
         except (FeatureSchemaError, ModelVersionError) as error:
             print(f"baac-severity: refusing to start: {error}", file=sys.stderr)
             raise SystemExit(2) from None

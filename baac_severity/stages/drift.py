@@ -1,6 +1,5 @@
 """Stage drift: per-feature drift of each arrival chunk against the earlier chunks."""
 
-import argparse
 import sys
 
 from baac_severity.config import load_params
@@ -8,13 +7,7 @@ from baac_severity.data.io import run_stage
 from baac_severity.monitoring.drift import run
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.stages.drift",
-        description="DVC stage drift: per-feature drift of each arriving chunk against the "
-        "training rows of the earlier chunks (params: features, monitor).",
-    )
-    parser.parse_args(argv)
+def main() -> int:
     return run_stage("drift", lambda: run(load_params()))
 
 

@@ -1,6 +1,5 @@
 """Stage ingest-chunk: cut the raw BAAC dump into chronological chunk snapshots."""
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -9,13 +8,7 @@ from baac_severity.data.ingest import ingest
 from baac_severity.data.io import run_stage
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.stages.ingest",
-        description="DVC stage ingest-chunk: cut the raw BAAC dump into chronological chunk "
-        "snapshots (params: data.raw_dir, data.years, ingest.chunk_size, ingest.chunks).",
-    )
-    parser.parse_args(argv)
+def main() -> int:
     params = load_params()
     years = params.data.get("years")
     return run_stage(

@@ -1,6 +1,5 @@
 """Stage split: the stable stratified train/validation/test assignment."""
 
-import argparse
 import sys
 
 import numpy as np
@@ -9,13 +8,7 @@ from baac_severity.config import load_params
 from baac_severity.data.split import SPLITS, split
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.stages.split",
-        description="DVC stage split: stable stratified train/validation/test assignment "
-        "(params: split.seed, split.train, split.validation, split.test).",
-    )
-    parser.parse_args(argv)
+def main() -> int:
     params = load_params().split
     fractions = [float(params.train), float(params.validation), float(params.test)]
     if any(f < 0 for f in fractions) or not np.isclose(sum(fractions), 1.0):

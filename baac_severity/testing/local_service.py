@@ -17,12 +17,12 @@ from pathlib import Path
 
 import httpx
 
-from baac_severity.config import ROOT
+from baac_severity.config import DATASET, PROMOTED_METADATA, PROMOTED_MODEL, ROOT
 from baac_severity.testing.sandbox import dvc, make_pipeline_repo, run
 
 SERVICE = "baac_severity.serving.service:BAACSeverity"
 # What a workspace needs to serve and to rebuild real requests.
-OUTPUTS = ("models/model.joblib", "models/metadata.json", "data/processed/dataset.parquet")
+OUTPUTS = (PROMOTED_MODEL, PROMOTED_METADATA, DATASET)
 SETTINGS = (
     "API_KEY",
     "ALLOW_NO_AUTH",
@@ -50,7 +50,7 @@ def small_workspace(dest: Path) -> Path:
     chunks of 2,000 accidents, 20 trees) and promote its model, in ``dest``."""
     repo = make_pipeline_repo(dest)
     dvc("repro", "-q", cwd=repo)
-    run([sys.executable, "-m", "baac_severity.decisions.promote", "--no-dvc", "--no-bentoml"], repo)
+    run([sys.executable, "-m", "baac_severity.cli", "promote", "--no-dvc", "--no-bentoml"], repo)
     return repo
 
 
@@ -75,7 +75,7 @@ def import_model(workspace: Path, home: Path) -> str:
     """Import ``workspace/models`` into the BentoML home ``home``; returns the model tag."""
     code = (
         "import json; from baac_severity.decisions.promote import import_into_bentoml; "
-        "print(import_into_bentoml(json.load(open('models/metadata.json'))))"
+        f"print(import_into_bentoml(json.load(open('{PROMOTED_METADATA}'))))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],
