@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 FIXTURE = ROOT / "tests" / "fixtures" / "exp_show" / "success_failed.json"
-DASHBOARD = ROOT / "app" / "dashboard.py"
+DASHBOARD = ROOT / "baac_severity" / "dashboard" / "app.py"
 
 
 def synthetic_exp_show(count: int, head: str) -> list[dict]:

@@ -20,7 +20,7 @@ from baac_severity.testing.local_service import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "exp_show"
-DASHBOARD = str(ROOT / "app" / "dashboard.py")
+DASHBOARD = str(ROOT / "baac_severity" / "dashboard" / "app.py")
 API_KEY = "test-key"
 
 

@@ -27,7 +27,7 @@ from tests.exp_repo import QUEUED_EXPERIMENTS, WORKSPACE_EXPERIMENT, experiment_
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-DASHBOARD = ROOT / "app" / "dashboard.py"
+DASHBOARD = ROOT / "baac_severity" / "dashboard" / "app.py"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--no-sandbox",

@@ -102,7 +102,9 @@ def test_monitoring_page_renders_the_workspace_figures(monkeypatch):
     if not (ROOT / "metrics" / "out_of_time.json").is_file():
         pytest.skip("no out-of-time metrics in the workspace")
     monkeypatch.setenv("BAAC_DASHBOARD_REPO", str(ROOT))
-    at = AppTest.from_file(str(ROOT / "app" / "pages" / "monitoring.py"), default_timeout=60)
+    at = AppTest.from_file(
+        str(ROOT / "baac_severity" / "dashboard" / "pages" / "monitoring.py"), default_timeout=60
+    )
     at.run()
     assert not at.exception
     titles = [s.value for s in at.subheader]
