@@ -103,7 +103,7 @@ def test_monitoring_page_renders_the_workspace_figures(monkeypatch):
         pytest.skip("no out-of-time metrics in the workspace")
     monkeypatch.setenv("BAAC_DASHBOARD_REPO", str(ROOT))
     at = AppTest.from_file(
-        str(ROOT / "baac_severity" / "dashboard" / "pages" / "monitoring.py"), default_timeout=60
+        str(ROOT / "baac_severity" / "dashboard" / "views" / "monitoring.py"), default_timeout=60
     )
     at.run()
     assert not at.exception

@@ -47,7 +47,9 @@ BASELINE_STATES = [ex.WORKSPACE, "baseline"]
 MAX_SIDE_BY_SIDE = 4
 TOP_FEATURES = 20
 STORE_DIR = Path(".dvc/tmp/dashboard")
-PAGES = Path(__file__).with_name("pages")
+# Not "pages/": Streamlit would also serve a pages/ folder as its own pages, without this
+# navigation (a fresh server's first request for /predict ran views/predict.py alone).
+PAGES = Path(__file__).with_name("views")
 BEST_CSS = "font-weight: bold; color: #1b7f3b"
 # --- data, cached per repository state --------------------------------------------------
 

@@ -43,7 +43,13 @@ from baac_severity.modeling.model_store import (
     load_model,
 )
 from baac_severity.serving import auth, openapi, schemas, settings
-from baac_severity.serving.inference import MODEL_FILE, Predictor, settle_heap, to_tables
+from baac_severity.serving.inference import (
+    METADATA_FILE,
+    MODEL_FILE,
+    Predictor,
+    settle_heap,
+    to_tables,
+)
 from baac_severity.serving.prediction_logger import PredictionMonitor
 
 # Settings are read at import: the model tag and the batching are part of the class below.
@@ -329,9 +335,21 @@ BAACSeverity.add_asgi_middleware(
 )
 BAACSeverity.add_asgi_middleware(auth.BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 BAACSeverity.add_asgi_middleware(auth.JSONBodyMiddleware)
+
+
+def served_version() -> str:
+    """The docs page's version badge: the served model's version and registry version (not
+    the tag asked for, such as ``baac-severity:latest``)."""
+    stored = BAACSeverity.inner.model.resolve()
+    metadata = json.loads((Path(stored.path) / METADATA_FILE).read_text())
+    registry = metadata.get("registry") or {}
+    listed = f", registry v{registry['version']}" if registry.get("version") else ""
+    return f"model {metadata['version']}{listed} ({stored.tag})"
+
+
 BAACSeverity.add_asgi_middleware(
     openapi.OpenAPIMiddleware,
     document=lambda: openapi.secured(
-        BAACSeverity.openapi_spec.asdict(), API_DESCRIPTION, f"model {MODEL_TAG}"
+        BAACSeverity.openapi_spec.asdict(), API_DESCRIPTION, served_version()
     ),
 )

@@ -1,6 +1,6 @@
 """Page "Predict" of the dashboard (``make dashboard``, top navigation): one accident, every
-field of the request (``serving.schemas``: the accident's fields in groups, its vehicles and
-its road users as editable tables), starting from a real accident
+field of the request (``serving.schemas``: the accident's fields in groups, then each vehicle's
+and each road user's), starting from a real accident
 (``serving/predict_request.json``), scored by the running service with its explanation."""
 
 from __future__ import annotations
@@ -12,12 +12,13 @@ import pandas as pd
 import streamlit as st
 
 from baac_severity.dashboard import formatting as fmt
-from baac_severity.data.schema import ACTP_CODES, CODES
+from baac_severity.data.schema import ACTP_CODES, CODES, MEASURE_RANGES
 from baac_severity.serving import client as pc
 from baac_severity.serving.schemas import (
     ACCIDENT_SPECS,
     FIELD_LABELS,
-    IDENTIFIERS,
+    MAX_USERS,
+    MAX_VEHICLES,
     USER_SPECS,
     VEHICLE_SPECS,
     FieldSpec,
@@ -33,6 +34,7 @@ GROUPS = {
     "Identifier": ["num_acc"],
 }
 COLUMNS_PER_GROUP = 3
+COLUMNS_PER_PART = 5
 NOT_FILLED = "not filled in"
 
 
@@ -52,81 +54,48 @@ def code_text(field: str, code: Any) -> str:
     return f"{code} – {table.get(code, 'unknown code')}"
 
 
-def field_input(spec: FieldSpec, default: Any, where: Any) -> Any:
-    """One widget for one accident field, in the field's type; None means not filled in."""
+def field_input(spec: FieldSpec, default: Any, where: Any, key: str) -> Any:
+    """One widget for one request field, in the field's type; None means not filled in."""
     name, title = spec.name, f"{FIELD_LABELS[spec.name]} ({spec.name})"
-    if name in CODES:
-        options = [None, *CODES[name]] if not spec.required else list(CODES[name])
+    if name in CODES or name == "actp":
+        codes = list(ACTP_CODES if name == "actp" else CODES[name])
+        options = codes if spec.required else [None, *codes]
         index = options.index(default) if default in options else 0
         return where.selectbox(
-            title, options, index=index, format_func=lambda c: code_text(name, c), key=name
+            title, options, index=index, format_func=lambda c: code_text(name, c), key=key
         )
     if name in ("lat", "long"):
         value = float(default) if isinstance(default, int | float) else None
-        return where.number_input(title, value=value, format="%.5f", key=name)
-    if name in ("an", "mois", "jour", "nbv", "vma"):
+        return where.number_input(title, value=value, format="%.5f", key=key)
+    if name in MEASURE_RANGES or name in ("an", "mois", "jour"):
         value = int(default) if isinstance(default, int | float) else None
         if spec.required and value is None:
             value = pc.FORM_DEFAULTS.get(name, 1)
-        number = where.number_input(title, value=value, step=1, key=name)
+        number = where.number_input(title, value=value, step=1, key=key)
         return None if number is None else int(number)
-    text = where.text_input(title, value=default or "", key=name)
+    text = where.text_input(title, value=default or "", key=key)
     return text.strip() or None
 
 
-def _code_column(field: str, description: str) -> Any:
-    table: dict[Any, str] = dict(ACTP_CODES) if field == "actp" else dict(CODES[field])
-    return st.column_config.SelectboxColumn(
-        FIELD_LABELS[field],
-        options=list(table),
-        format_func=lambda code: code_text(field, code),
-        help=description,
-    )
-
-
-def _column_config(specs: list[FieldSpec]) -> dict[str, Any]:
-    config: dict[str, Any] = {}
-    for spec in specs:
-        title = FIELD_LABELS[spec.name]
-        if spec.name in CODES or spec.name == "actp":
-            config[spec.name] = _code_column(spec.name, spec.description)
-        elif spec.name in ("an_nais", "occutc"):
-            config[spec.name] = st.column_config.NumberColumn(
-                title, format="%d", step=1, help=spec.description
+def part_inputs(part: str, title: str, specs: list[FieldSpec], rows: list[dict]) -> list[dict]:
+    """The fields of each vehicle or road user, one bordered block each."""
+    records = []
+    for i, row in enumerate(rows):
+        with st.container(border=True):
+            st.markdown(f"**{title} {i + 1}**")
+            columns = st.columns(COLUMNS_PER_PART)
+            records.append(
+                {
+                    spec.name: field_input(
+                        spec,
+                        row.get(spec.name),
+                        columns[j % COLUMNS_PER_PART],
+                        f"{part}.{i}.{spec.name}",
+                    )
+                    for j, spec in enumerate(specs)
+                }
             )
-        else:
-            config[spec.name] = st.column_config.TextColumn(title, help=spec.description)
-    return config
-
-
-def _plain(value: Any) -> Any:
-    """A data-editor cell as JSON: NaN -> None, 3.0 -> 3 (codes and years are integers)."""
-    if value is None or (isinstance(value, float) and pd.isna(value)):
-        return None
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value.item() if hasattr(value, "item") else value
-
-
-def rows_editor(title: str, specs: list[FieldSpec], rows: list[dict], key: str) -> list[dict]:
-    """An editable table of the vehicles or road users, one column per request field."""
-    st.markdown(f"**{title}**")
-    names = [spec.name for spec in specs]
-    frame = pd.DataFrame([{name: row.get(name) for name in names} for row in rows], columns=names)
-    for spec in specs:  # integers with gaps: a nullable integer column, not float
-        if spec.name not in IDENTIFIERS and spec.name != "actp":
-            frame[spec.name] = frame[spec.name].astype("Int64")
-    edited = st.data_editor(
-        frame,
-        column_config=_column_config(specs),
-        num_rows="dynamic",
-        hide_index=True,
-        key=key,
-        width="stretch",
-    )
-    return [
-        {name: _plain(value) for name, value in row.items()} for row in edited.to_dict("records")
-    ]
+    return records
 
 
 def prediction_form() -> None:
@@ -135,21 +104,24 @@ def prediction_form() -> None:
         f"Starts from accident {example.get('num_acc') or '(built-in example)'} of "
         "serving/predict_request.json; every field of the request, left empty when not filled in."
     )
+    parts = {"vehicles": example.get("vehicles") or [{}], "users": example.get("users") or [{}]}
+    left, right = st.columns(2)
+    counts = {
+        "vehicles": left.number_input("vehicles", 1, MAX_VEHICLES, len(parts["vehicles"])),
+        "users": right.number_input("road users", 1, MAX_USERS, len(parts["users"])),
+    }
+    for part, rows in parts.items():  # more than the example has: empty ones
+        parts[part] = (rows + [{}] * counts[part])[: counts[part]]
     values: dict[str, Any] = {}
     with st.form("predict"):
         for group, specs in grouped_fields().items():
             st.markdown(f"**{group}**")
             columns = st.columns(COLUMNS_PER_GROUP)
             for i, spec in enumerate(specs):
-                values[spec.name] = field_input(
-                    spec, example.get(spec.name), columns[i % COLUMNS_PER_GROUP]
-                )
-        values["vehicles"] = rows_editor(
-            "Vehicles", VEHICLE_SPECS, example.get("vehicles") or [{}], "vehicles"
-        )
-        values["users"] = rows_editor(
-            "Road users", USER_SPECS, example.get("users") or [{}], "users"
-        )
+                where = columns[i % COLUMNS_PER_GROUP]
+                values[spec.name] = field_input(spec, example.get(spec.name), where, spec.name)
+        values["vehicles"] = part_inputs("vehicles", "Vehicle", VEHICLE_SPECS, parts["vehicles"])
+        values["users"] = part_inputs("users", "Road user", USER_SPECS, parts["users"])
         submitted = st.form_submit_button("Predict", type="primary")
     if submitted:
         show_prediction(*pc.call_service(values))
