@@ -569,7 +569,8 @@ def experiments_page() -> None:
 def main() -> None:
     """The pages, in a top navigation bar: each page is titled, and the sidebar (the
     repository's path, Refresh) starts collapsed so that tables get the whole width."""
-    st.set_page_config(page_title="BAAC severity", layout="wide", initial_sidebar_state="collapsed")
+    # No page_title: the browser tab shows each page's own title.
+    st.set_page_config(layout="wide", initial_sidebar_state="collapsed")
     pages = [
         st.Page(experiments_page, title="Experiments", url_path="experiments", default=True),
         st.Page(PAGES / "monitoring.py", title="Monitoring", url_path="monitoring"),
