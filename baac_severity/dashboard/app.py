@@ -149,7 +149,9 @@ def experiments_table(frame: pd.DataFrame, metrics: list[str]) -> None:
     for param in params:
         table[param] = shown[param].map(lambda v: "" if v is None else str(v))
     if "created" in table:  # the workspace has no creation time: an empty cell, not "None"
-        table["created"] = pd.to_datetime(table["created"], errors="coerce", utc=True)
+        table["created"] = pd.to_datetime(
+            table["created"], errors="coerce", utc=True
+        ).dt.tz_convert(None)
     config: dict[str, Any] = {
         "experiment": st.column_config.TextColumn(
             pinned=True, width=text_width(table["experiment"], "experiment")

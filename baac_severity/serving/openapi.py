@@ -150,7 +150,10 @@ def secured(document: dict[str, Any], description: str, version: str) -> dict[st
     contact), the API-key scheme, the open routes, the routes BentoML does not document, and
     a summary and an example answer on every route."""
     spec = copy.deepcopy(document)
+    service = spec.get("info", {}).get("title")  # BentoML's: the service's name
     spec["info"] = {"title": TITLE, "description": description, "version": version}
+    if service:
+        spec["info"]["x-bentoml-service"] = service
     components = spec.setdefault("components", {})
     schemes = components.setdefault("securitySchemes", {})
     schemes[SCHEME] = {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
