@@ -52,7 +52,7 @@ def roc_by_chunk(repo: Path) -> None:
         layers.append(
             alt.Chart(test).mark_rule(strokeDash=[6, 4], color="gray").encode(y="test ROC-AUC:Q")
         )
-    st.altair_chart(alt.layer(*layers), use_container_width=True)
+    st.altair_chart(alt.layer(*layers), width="stretch")
     columns = st.columns(3)
     columns[0].metric(
         "mean out-of-time ROC-AUC", fmt.number(summary.get("mean_roc_auc"), "roc_auc")
@@ -84,7 +84,7 @@ def drift_by_chunk(repo: Path) -> None:
             tooltip=["chunk", "share_drifted", "target_rate"],
         )
     )
-    st.altair_chart(chart, use_container_width=True)
+    st.altair_chart(chart, width="stretch")
     st.table(fmt.as_text(frame).set_index("chunk"))
     chunk = st.selectbox("Drift report of chunk", frame["chunk"].tolist(), key="drift-chunk")
     show_report(repo, frame.loc[frame["chunk"] == chunk, "report"].iloc[0], "chunk")
