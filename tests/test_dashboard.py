@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from baac_severity.config import ROOT
 from baac_severity.serving import client as support
-from baac_severity.serving.schemas import PredictRequest
+from baac_severity.serving.schemas import ACCIDENT_SPECS, PredictRequest
 from baac_severity.testing.local_service import free_port
 
 FIXTURES = ROOT / "tests" / "fixtures" / "exp_show"
@@ -72,13 +72,24 @@ def test_not_a_repository_is_an_error_message(monkeypatch, tmp_path: Path) -> No
     assert "no DVC repository" in at.error[0].value
 
 
-def test_bar_chart_starts_at_zero(monkeypatch) -> None:
+def test_dot_plot_zoomed_to_the_data(monkeypatch) -> None:
+    """Close values must look apart: the metric's dot plot does not start at 0."""
     at = render(monkeypatch, FIXTURES / "success_failed.json")
     specs = [json.loads(chart.proto.spec) for chart in at.get("vega_lite_chart")]
-    bars = [spec for spec in specs if spec.get("mark", {}).get("type") == "bar"]
-    assert bars, f"no bar chart: {[i.value for i in at.info]} {[w.value for w in at.warning]}"
-    for spec in bars:
-        assert spec["encoding"]["y"]["scale"] == {"zero": True}
+    dots = [spec for spec in specs if spec.get("mark", {}).get("type") == "point"]
+    assert dots, f"no dot plot: {[i.value for i in at.info]} {[w.value for w in at.warning]}"
+    assert dots[0]["encoding"]["x"]["scale"]["zero"] is False
+
+
+def test_one_format_per_metric_and_signed_deltas(monkeypatch) -> None:
+    at = render(monkeypatch, FIXTURES / "success_failed.json")
+    assert problems(at) == []
+    deltas = next(t.value for t in at.table if "test F1 weighted" in t.value.columns)
+    cells = deltas["test ROC-AUC"].tolist()
+    assert all(re.fullmatch(r"0\.\d{4}( \([+-]0\.\d{4}\))?", c) for c in cells), cells
+    assert sum("(" in c for c in cells) == len(cells) - 1  # the reference has no delta
+    ranking = next(t.value for t in at.table if "Δ vs main" in t.value.columns)
+    assert all(re.fullmatch(r"[+-]0\.\d{4}", c) for c in ranking["Δ vs main"]), ranking
 
 
 def test_no_experiment_beats_main_and_no_promote_command(monkeypatch) -> None:
@@ -88,8 +99,8 @@ def test_no_experiment_beats_main_and_no_promote_command(monkeypatch) -> None:
         i.value for i in at.info
     ]
     assert not any("promote" in c.value or "dvc exp apply" in c.value for c in at.code)
-    ranking = next(d.value for d in at.dataframe if "Δ vs main" in d.value.columns)
-    assert ranking["experiment"].iloc[0] == "main"
+    ranking = next(t.value for t in at.table if "Δ vs main" in t.value.columns)
+    assert ranking.index[0] == "main"
 
 
 def test_an_experiment_that_beats_main_gets_the_promote_command(
@@ -124,7 +135,12 @@ class FakeService(BaseHTTPRequestHandler):
             probabilities = {"not_severe": 0.39, "severe": 0.61}  # the service's answer shape
             prediction = {"record": 0, "label": "severe", "probabilities": probabilities}
             if body.get("explain"):
-                contribution = {"feature": "vma", "baac": "lieux.vma", "value": 90.0}
+                contribution = {
+                    "feature": "vma",
+                    "description": "speed limit (km/h): 90",
+                    "baac": "lieux.vma",
+                    "value": 90.0,
+                }
                 prediction["explanation"] = {
                     "label": "severe",
                     "bias": 0.37,
@@ -163,6 +179,7 @@ def predict(monkeypatch, url: str, key: str | None) -> AppTest:
     else:
         monkeypatch.setenv("API_KEY", key)
     at = render(monkeypatch, FIXTURES / "no_experiments.json")
+    at.switch_page("views/predict.py").run()
     next(b for b in at.button if b.label == "Predict").click().run()
     assert problems(at) == []
     return at
@@ -174,12 +191,18 @@ def test_prediction_success(monkeypatch, service: str) -> None:
     request = FakeService.received[-1]
     assert request["path"] == "/predict"
     record = request["body"]["accidents"][0]
-    assert {"lum", "agg", "int", "atm", "catr", "vma"} <= set(record)
-    vehicles = record.get("vehicles") or record.get("vehicules")
-    assert vehicles and all("catv" in v for v in vehicles)
+    # Every field of the request, with the example accident's values.
+    assert {spec.name for spec in ACCIDENT_SPECS} | {"vehicles", "users"} == set(record)
+    example = support.example_record()
+    assert {k: v for k, v in record.items() if k not in ("vehicles", "users")} == {
+        k: v for k, v in example.items() if k not in ("vehicles", "users")
+    }
+    assert record["vehicles"] == example["vehicles"] and record["users"] == example["users"]
+    PredictRequest.model_validate(request["body"])  # what the service accepts
     assert request["body"]["explain"] is True
-    shown = at.dataframe[-1].value  # the last element of the page
-    assert list(shown["feature"]) == ["vma"] and list(shown["contribution"]) == [0.2]
+    shown = at.table[-1].value  # the last table of the page
+    assert list(shown.index) == ["speed limit (km/h): 90"]
+    assert list(shown["effect on the probability"]) == ["+0.2000"]
 
 
 def test_prediction_wrong_key_says_401(monkeypatch, service: str) -> None:
@@ -193,16 +216,11 @@ def test_prediction_service_down(monkeypatch) -> None:
     assert any("down or unreachable" in e.value for e in at.error)
 
 
-def test_build_record_follows_the_example_shape() -> None:
-    values = {"lum": 3, "agg": 1, "int": 2, "atm": 2, "catr": 3, "vma": 80, "hour": 22}
-    values["catv"] = [7, 33]
-    example = {"hrmn": "07:45", "vehicules": [{"catv": 1, "num_veh": "Z9"}], "dep": "59"}
-    record = support.build_record(example, values)
-    assert record["hrmn"] == "22:45" and "hour" not in record and record["dep"] == "59"
-    assert record["vehicules"] == [{"catv": 7, "num_veh": "A01"}, {"catv": 33, "num_veh": "B01"}]
-    record = support.build_record(support.default_record(), values)
-    assert record["hrmn"] == "22:30" and record["vehicles"] == [{"catv": 7}, {"catv": 33}]
-    PredictRequest.model_validate({"accidents": [record]})  # raises if the service would 422
+def test_example_is_the_most_complete_real_accident() -> None:
+    example = support.example_record()
+    accidents = json.loads(support.EXAMPLE_REQUEST.read_text())["accidents"]
+    assert example in accidents and example["an"] >= 2019  # users' attributes exist since 2019
+    assert example["users"][0]["catu"] is not None
 
 
 def test_fallback_record_is_scored_by_the_real_service(monkeypatch, tmp_path, server, keys) -> None:

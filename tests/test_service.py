@@ -377,7 +377,8 @@ def test_overload_is_refused_at_once_instead_of_queued(server, keys, example):
 def test_explanations_add_up_to_the_probability_in_baac_terms(client, example, metadata):
     response = client.post("/predict", json={**example, "explain": True})
     assert response.status_code == 200
-    sources = {feature.name: feature.source for feature in features.FEATURES}
+    # In plain text: the documentation's Markdown emphasis is not the answer's.
+    sources = {feature.name: feature.source.replace("**", "") for feature in features.FEATURES}
     for prediction in response.json()["predictions"]:
         explanation = prediction["explanation"]
         assert explanation["label"] == prediction["label"]
@@ -386,7 +387,15 @@ def test_explanations_add_up_to_the_probability_in_baac_terms(client, example, m
         sizes = [abs(c["contribution"]) for c in listed]
         assert sizes == sorted(sizes, reverse=True)
         for contribution in listed:
-            assert contribution["baac"] == sources[contribution["feature"]]
+            name, value = contribution["feature"], contribution["value"]
+            assert contribution["baac"] == sources[name]
+            described = contribution["description"]
+            # In the user's words: a code by its BAAC label, a location by its risk and prior.
+            if name in features.TARGET_ENCODED:
+                assert re.fullmatch(r".+ risk (\d\.\d\d|unknown) \(prior \d\.\d\d\)", described)
+                assert value is None or f"risk {value:.2f}" in described
+            elif name in schema.CODES and value is not None:
+                assert described.endswith(schema.CODES[name][int(value)]), described
         total = explanation["bias"] + sum(c["contribution"] for c in listed) + explanation["rest"]
         assert total == pytest.approx(prediction["probabilities"][prediction["label"]], abs=1e-12)
     plain = client.post("/predict", json=example).json()["predictions"]

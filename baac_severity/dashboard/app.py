@@ -25,15 +25,15 @@ from pathlib import Path
 from typing import Any
 
 import altair as alt
+import numpy as np
 import pandas as pd
 import streamlit as st
 
 from baac_severity.config import ROOT
+from baac_severity.dashboard import formatting as fmt
 from baac_severity.data.io import write_text
-from baac_severity.data.schema import CODES
 from baac_severity.decisions import compare as cmp
 from baac_severity.decisions import experiments as ex
-from baac_severity.serving import client as pc
 
 REPO_ENV = "BAAC_DASHBOARD_REPO"
 EXP_SHOW_ENV = "BAAC_DASHBOARD_EXP_SHOW"
@@ -45,8 +45,11 @@ ROC, PR, CONFUSION, IMPORTANCE = (
 )
 BASELINE_STATES = [ex.WORKSPACE, "baseline"]
 MAX_SIDE_BY_SIDE = 4
-TOP_FEATURES = 15
+TOP_FEATURES = 20
 STORE_DIR = Path(".dvc/tmp/dashboard")
+# Not "pages/": Streamlit would also serve a pages/ folder as its own pages, without this
+# navigation (a fresh server's first request for /predict ran views/predict.py alone).
+PAGES = Path(__file__).with_name("views")
 BEST_CSS = "font-weight: bold; color: #1b7f3b"
 # --- data, cached per repository state --------------------------------------------------
 
@@ -124,7 +127,7 @@ def guarded(section: Callable[..., None], *args: Any) -> None:
 
 
 def experiments_table(frame: pd.DataFrame, metrics: list[str]) -> None:
-    st.subheader("Experiments")
+    st.subheader("Runs and their metrics")
     left, right = st.columns([1, 2])
     states = sorted(frame["state"].dropna().astype(str).unique())
     chosen = left.multiselect("State", states, default=states)
@@ -145,12 +148,21 @@ def experiments_table(frame: pd.DataFrame, metrics: list[str]) -> None:
     # Param values may mix types (ingest.chunks: 2 or "all"): shown as text.
     for param in params:
         table[param] = shown[param].map(lambda v: "" if v is None else str(v))
+    if "created" in table:  # the workspace has no creation time: an empty cell, not "None"
+        table["created"] = pd.to_datetime(
+            table["created"], errors="coerce", utc=True
+        ).dt.tz_convert(None)
     config: dict[str, Any] = {
-        "experiment": st.column_config.TextColumn(pinned=True),
-        "changed_params": st.column_config.TextColumn("changed params", width="medium"),
-        "chunks_ingested": st.column_config.NumberColumn("chunks", width="small"),
-        "created": st.column_config.DatetimeColumn(format="MMM D HH:mm", width="small"),
-        **{m: st.column_config.NumberColumn(m, format="%.4f", width=100) for m in extra},
+        "experiment": st.column_config.TextColumn(
+            pinned=True, width=text_width(table["experiment"], "experiment")
+        ),
+        "changed_params": st.column_config.TextColumn(
+            "changed params", width=text_width(table["changed_params"], "changed params")
+        ),
+        "chunks_ingested": st.column_config.NumberColumn("chunks", format="%d", width=70),
+        "created": st.column_config.DatetimeColumn(format="MMM D HH:mm", width=110),
+        **{m: fmt.number_column(m) for m in extra},
+        **{p: st.column_config.TextColumn(p, width=text_width(table[p], p)) for p in params},
     }
     st.dataframe(
         table.style.apply(best_cells, frame=frame, axis=0, subset=extra),
@@ -162,6 +174,12 @@ def experiments_table(frame: pd.DataFrame, metrics: list[str]) -> None:
         f"{len(table)} of {len(frame)} rows · best value of each metric in bold green · click a "
         "column header to sort"
     )
+
+
+def text_width(values: pd.Series, title: str, widest: int = 420) -> int:
+    """Pixels that show the longest value (and the header) whole, up to ``widest``."""
+    longest = max([len(title), *(len(str(v)) for v in values.dropna())])
+    return min(widest, fmt.header_width("x" * longest))
 
 
 def best_cells(column: pd.Series, frame: pd.DataFrame) -> list[str]:
@@ -204,10 +222,11 @@ def best_experiment(repo: str, frame: pd.DataFrame, state: str) -> None:
         st.code(command, language="bash")
     reported = [m for m in ("test.roc_auc", "test.f1_macro", "test.log_loss") if m in ranked]
     table = ranked[["label", metric, *reported]].rename(columns={"label": "experiment"})
-    table.insert(2, f"Δ vs {base['label']}", ranked[metric] - base[metric])
+    delta = f"Δ vs {base['label']}"
+    table.insert(2, delta, ranked[metric] - base[metric])
     st.caption(f"Ranked on {metric} (validation); test metrics beside, not used to choose.")
-    config = {c: st.column_config.NumberColumn(c, format="%.4f") for c in table.columns[1:]}
-    st.dataframe(table.head(10), hide_index=True, column_config=config, key="ranking_table")
+    shown = fmt.as_text(table.head(10), {delta: metric}, signed=[delta])
+    st.table(shown.rename(columns=fmt.label).set_index("experiment"))
     if top is not None:
         guarded(intervals, repo, base, top, state, settings)
 
@@ -234,8 +253,33 @@ def intervals(
     except cmp.CompareError as error:
         st.caption(f"No intervals: {error}")
         return
-    config = {c: st.column_config.NumberColumn(c, format="%+.4f") for c in ("Δ", "low", "high")}
-    st.dataframe(table, hide_index=True, column_config=config, key="intervals_table")
+    # The runs by name: "champion"/"challenger" are the promotion gate's words, not this view's.
+    table = table.rename(columns={"champion": base["label"], "challenger": top["label"]})
+    shown = table.copy()
+    for column in (base["label"], top["label"]):
+        shown[column] = [
+            fmt.number(v, m) for v, m in zip(table[column], table["metric"], strict=True)
+        ]
+    for column in ("Δ", "low", "high"):
+        shown[column] = [
+            fmt.number(v, m, signed=True)
+            for v, m in zip(table[column], table["metric"], strict=True)
+        ]
+    st.table(shown.set_index("metric"))
+    st.altair_chart(interval_chart(table, f"{top['label']} − {base['label']}"), width="stretch")
+
+
+def interval_chart(table: pd.DataFrame, title: str) -> alt.Chart:
+    """Each metric's Δ as a dot with its 95 % interval, and the line of no difference: one
+    panel per metric, each zoomed to its own interval."""
+    data = table[["metric", "Δ", "low", "high"]].copy()
+    base = alt.Chart(data).encode(
+        y=alt.Y("metric:N", title=None), tooltip=["metric", "Δ", "low", "high"]
+    )
+    rule = base.mark_rule().encode(x=alt.X("low:Q", title=title), x2="high:Q")
+    dot = base.mark_point(filled=True, size=80).encode(x="Δ:Q")
+    zero = alt.Chart(pd.DataFrame({"x": [0.0]})).mark_rule(strokeDash=[4, 4]).encode(x="x:Q")
+    return (rule + dot + zero).properties(height=30 * len(data) + 40)
 
 
 def default_selection(candidates: pd.DataFrame, metric: str | None) -> list[str]:
@@ -274,38 +318,49 @@ def compare(repo: str, frame: pd.DataFrame, metrics: list[str], state: str) -> N
     ref_row = candidates[candidates["label"] == reference]
     guarded(metric_deltas, rows, ref_row, metrics)
     guarded(metric_bars, rows, metrics)
-    guarded(curves, repo, rows, state)
+    guarded(curves, repo, rows, state, reference)
     guarded(confusion_matrices, repo, rows, state)
     guarded(importance_differences, repo, rows, state)
 
 
 def metric_deltas(rows: pd.DataFrame, reference: pd.DataFrame, metrics: list[str]) -> None:
-    st.markdown(f"**Metrics and deltas vs {reference['label'].iloc[0]}**")
+    name = reference["label"].iloc[0]
+    st.markdown(f"**Metrics, and in brackets the difference from {name}**")
     values = rows.set_index("label")[metrics].apply(pd.to_numeric, errors="coerce")
     base = reference[metrics].apply(pd.to_numeric, errors="coerce").iloc[0]
-    table = pd.DataFrame(index=values.index)
+    table = pd.DataFrame(index=values.index.rename("experiment"))
+    # One column per metric, value and signed delta in one cell: seven columns fit 1,400 px
+    # where a value column and a delta column per metric (13) did not.
     for metric in metrics:
-        table[metric] = values[metric]
-        table[f"Δ {metric}"] = values[metric] - base[metric]
-    st.dataframe(table.round(4), key="compare_deltas")
+        table[fmt.label(metric)] = [
+            fmt.number(value, metric)
+            + ("" if label == name else f" ({fmt.number(value - base[metric], metric, True)})")
+            for label, value in values[metric].items()
+        ]
+    st.table(table)
 
 
 def metric_bars(rows: pd.DataFrame, metrics: list[str]) -> None:
-    metric = st.selectbox("Bar chart of", metrics)
+    metric = st.selectbox("Dot plot of", metrics, format_func=fmt.label)
     data = rows[["label", metric]].rename(columns={"label": "experiment", metric: "value"})
     data["value"] = pd.to_numeric(data["value"], errors="coerce")
     data = data.dropna()
     chart = (
         alt.Chart(data)
-        .mark_bar()
+        .mark_point(filled=True, size=120)
         .encode(
-            x=alt.X("experiment:N", sort="-y", title=None, axis=alt.Axis(labelAngle=0)),
-            # From 0: a bar's length is its value, so 0.006 apart looks like 0.006 apart.
-            y=alt.Y("value:Q", title=metric, scale=alt.Scale(zero=True)),
+            y=alt.Y("experiment:N", sort="-x", title=None),
+            # Zoomed to the data: 0.837 and 0.828 must not look the same, as bars from 0 did.
+            x=alt.X(
+                "value:Q",
+                title=fmt.label(metric),
+                scale=alt.Scale(zero=False, nice=False, padding=20),
+                axis=alt.Axis(format=f".{fmt.decimals(metric)}f", tickCount=6),
+            ),
             color=experiment_color(rows, legend=False),
-            tooltip=["experiment", alt.Tooltip("value:Q", format=".4f")],
+            tooltip=["experiment", alt.Tooltip("value:Q", format=f".{fmt.decimals(metric)}f")],
         )
-        .properties(height=260)
+        .properties(height=40 * len(data) + 40)
     )
     st.altair_chart(chart, width="stretch")
 
@@ -316,26 +371,63 @@ def experiment_color(rows: pd.DataFrame, legend: bool = True) -> alt.Color:
     return alt.Color("experiment:N", scale=scale, legend=alt.Legend() if legend else None)
 
 
-def _line_chart(data: pd.DataFrame, x: str, y: str, title: str, color: alt.Color) -> alt.Chart:
+def _line_chart(
+    data: pd.DataFrame, x: str, y: str, title: str, color: alt.Color, y_title: str | None = None
+) -> alt.Chart:
+    """Curves that zoom (mouse wheel) and pan (drag); a double click resets the view."""
+    unit = alt.Scale(domain=[0, 1])
     return (
         alt.Chart(data, title=title)
         .mark_line()
         .encode(
-            x=alt.X(f"{x}:Q", scale=alt.Scale(domain=[0, 1])),
-            y=alt.Y(f"{y}:Q", scale=alt.Scale(domain=[0, 1])),
+            x=alt.X(f"{x}:Q", scale=unit),
+            y=alt.Y(f"{y}:Q", scale=unit if y_title is None else alt.Scale(), title=y_title or y),
             color=color,
-            tooltip=["experiment", x, y],
+            tooltip=[
+                "experiment",
+                alt.Tooltip(f"{x}:Q", format=".3f"),
+                alt.Tooltip(f"{y}:Q", format="+.4f" if y_title else ".4f"),
+            ],
         )
+        .interactive()
     )
 
 
-def curves(repo: str, rows: pd.DataFrame, state: str) -> None:
+CURVE_GRID = 101  # points of the difference view, 0 to 1 by 0.01
+
+
+def curve_differences(data: pd.DataFrame, x: str, y: str, reference: str) -> pd.DataFrame:
+    """Each experiment's ``y`` minus the reference's, both interpolated at the same ``x`` (0
+    to 1 by 0.01): close curves that overlap on the plain view come apart here."""
+    grid = np.linspace(0, 1, CURVE_GRID)
+
+    def at_grid(curve: pd.DataFrame) -> np.ndarray:
+        ordered = curve.sort_values([x, y])
+        return np.interp(grid, ordered[x].to_numpy(float), ordered[y].to_numpy(float))
+
+    base = at_grid(data[data["experiment"] == reference])
+    frames = [
+        pd.DataFrame({x: grid, y: at_grid(curve) - base, "experiment": name})
+        for name, curve in data.groupby("experiment", sort=False)
+        if name != reference
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def curves(repo: str, rows: pd.DataFrame, state: str, reference: str) -> None:
     roc, pr = plots_of(repo, rows, ROC, state), plots_of(repo, rows, PR, state)
     if roc.empty and pr.empty:
         st.info("No ROC or precision-recall files in these revisions.")
         return
     classes = sorted(set(roc.get("class", pd.Series(dtype=str)).dropna().astype(str)))
     chosen = st.selectbox("Class", classes) if len(classes) > 1 else None
+    view = st.radio(
+        "Curves",
+        ["as they are", f"difference from {reference}"],
+        horizontal=True,
+        help="Close models' curves overlap: the difference view subtracts the reference's "
+        "curve. Both views zoom with the mouse wheel (double click: reset).",
+    )
     left, right = st.columns(2)
     for column, data, x, y, title in [
         (left, roc, "fpr", "tpr", "ROC"),
@@ -343,7 +435,12 @@ def curves(repo: str, rows: pd.DataFrame, state: str) -> None:
     ]:
         if {x, y} <= set(data.columns):
             data = data if chosen is None else data[data["class"].astype(str) == chosen]
-            chart = _line_chart(data, x, y, title, experiment_color(rows))
+            if view == "as they are":
+                chart = _line_chart(data, x, y, title, experiment_color(rows))
+            else:
+                difference = curve_differences(data, x, y, reference)
+                y_title = f"{y} − {reference}'s"
+                chart = _line_chart(difference, x, y, title, experiment_color(rows), y_title)
             column.altair_chart(chart, width="stretch")
 
 
@@ -406,7 +503,8 @@ def importance_differences(repo: str, rows: pd.DataFrame, state: str) -> None:
         )
     )
     st.altair_chart(chart, width="stretch")
-    st.dataframe(table.loc[top].round(4), key="importance_table")
+    shown = table.loc[top]
+    st.table(fmt.as_text(shown, dict.fromkeys(shown.columns.astype(str), "importance")))
 
 
 def ingestion_progress(repo: str) -> None:
@@ -421,83 +519,9 @@ def ingestion_progress(repo: str) -> None:
     share = min(ingested / total, 1.0) if total else 0.0
     st.progress(share, text=f"{ingested}/{total} chunks of {chunks.get('chunk_size')} accidents")
     tables = pd.DataFrame.from_dict(progress.get("tables") or {}, orient="index")
-    st.dataframe(tables.rename_axis("table"), key="progress_table")
+    counts = dict.fromkeys(tables.columns.astype(str), "rows")
+    st.table(fmt.as_text(tables, counts).rename_axis("table"))
     st.caption(f"Data as of {progress.get('as_of', '?')}")
-
-
-# --- prediction form ----------------------------------------------------------------------
-
-
-def _code_input(field: str, default: Any, column: Any) -> int:
-    codes = list(CODES.get(field, {}))
-    index = codes.index(default) if default in codes else 0
-    return column.selectbox(
-        field, codes, index=index, format_func=lambda c: f"{c} – {CODES[field][c]}", key=field
-    )
-
-
-def prediction_form() -> None:
-    st.subheader("Predict an accident's severity")
-    example = pc.example_record()
-    with st.form("predict"):
-        columns = st.columns(3)
-        values: dict[str, Any] = {
-            field: _code_input(field, example.get(field), columns[i % 3])
-            for i, field in enumerate(pc.FORM_FIELDS)
-        }
-        vma = example.get("vma")
-        vma = vma if isinstance(vma, int | float) else 50
-        values["vma"] = columns[2].number_input("vma (km/h)", 5, 130, int(vma), step=10)
-        values["hour"] = columns[0].slider("hour", 0, 23, pc.record_hour(example))
-        catv = [c for c in pc.record_catv(example) if c in CODES["catv"]]
-        values["catv"] = columns[1].multiselect(
-            "vehicles (catv)",
-            list(CODES["catv"]),
-            default=catv,
-            format_func=lambda c: f"{c} – {CODES['catv'][c]}",
-        )
-        submitted = st.form_submit_button("Predict")
-    if submitted:
-        show_prediction(*pc.call_service(pc.build_record(example, values)))
-
-
-def show_prediction(kind: str, payload: Any) -> None:
-    url = pc.api_url()
-    if kind == "down":
-        st.error(
-            f"The prediction service is down or unreachable ({payload}). Start the BentoML "
-            f"service, or point ${pc.API_URL_ENV} at it (now {url})."
-        )
-    elif kind == "unauthorized":
-        hint = (
-            "is not set" if not os.environ.get(pc.API_KEY_ENV) else "does not match the service's"
-        )
-        st.error(f"401: the service refused the API key: ${pc.API_KEY_ENV} {hint}. ({payload})")
-    elif kind == "rejected":
-        st.error("The service rejected the record:")
-        st.json(payload)
-    elif kind == "failed":
-        st.error(f"The service failed: {payload}")
-    else:
-        first = (payload.get("predictions") or [None])[0] if isinstance(payload, dict) else None
-        first = first if isinstance(first, dict) else {}
-        label, probabilities = first.get("label"), first.get("probabilities") or {}
-        chance = probabilities.get(label) if isinstance(probabilities, dict) else None
-        if label and isinstance(chance, int | float):
-            st.success(f"Predicted: **{label}**, probability {chance:.1%}")
-            st.caption(" · ".join(f"{k} {v:.1%}" for k, v in probabilities.items()))
-        else:
-            st.success(f"Predicted: **{label}**" if label else "Prediction")
-        explanation = first.get("explanation")
-        if isinstance(explanation, dict) and explanation.get("contributions"):
-            st.markdown(
-                f"What moved the probability of **{explanation.get('label')}** most, from the "
-                f"model's base rate {explanation.get('bias', float('nan')):.3f} (other features: "
-                f"{explanation.get('rest', float('nan')):+.3f}):"
-            )
-            st.dataframe(pd.DataFrame(explanation["contributions"]), hide_index=True)
-        with st.expander("Service answer (JSON)"):
-            st.json(payload)
 
 
 # --- page ---------------------------------------------------------------------------------
@@ -533,12 +557,8 @@ def load(repo: str, all_commits: bool) -> tuple[pd.DataFrame, str]:
     return with_labels(frame), state
 
 
-def main() -> None:
-    # The sidebar (repository path, refresh) starts collapsed: the table gets the whole width.
-    st.set_page_config(
-        page_title="BAAC experiments", layout="wide", initial_sidebar_state="collapsed"
-    )
-    st.title("BAAC severity: experiments")
+def experiments_page() -> None:
+    st.title("Experiments")
     repo, all_commits = sidebar()
     frame, state = load(repo, all_commits)
     metrics = [m for m in ex.KEY_METRICS if m in ex.metric_columns(frame)]
@@ -546,7 +566,19 @@ def main() -> None:
     guarded(best_experiment, repo, frame, state)
     guarded(compare, repo, frame, metrics, state)
     guarded(ingestion_progress, repo)
-    guarded(prediction_form)
+
+
+def main() -> None:
+    """The pages, in a top navigation bar: each page is titled, and the sidebar (the
+    repository's path, Refresh) starts collapsed so that tables get the whole width."""
+    # No page_title: the browser tab shows each page's own title.
+    st.set_page_config(layout="wide", initial_sidebar_state="collapsed")
+    pages = [
+        st.Page(experiments_page, title="Experiments", url_path="experiments", default=True),
+        st.Page(PAGES / "monitoring.py", title="Monitoring", url_path="monitoring"),
+        st.Page(PAGES / "predict.py", title="Predict", url_path="predict"),
+    ]
+    st.navigation(pages, position="top").run()
 
 
 main()

@@ -2,10 +2,9 @@
 
 ``POST $BAAC_API_URL/predict`` (default http://127.0.0.1:3000) with
 ``{"accidents": [record], "explain": true}`` and the ``X-API-Key: $API_KEY`` header. The
-record starts from the first accident of ``baac_severity/serving/predict_request.json`` when that
-file exists, so the form sends whatever shape the service documents, else from ``default_record``,
-built from the request schema so that the service accepts it; the form's fields (lum, agg, int,
-atm, catr, vma, hour, vehicle catv codes) are written into it.
+Predict page's form starts from the most complete accident of
+``baac_severity/serving/predict_request.json`` (real accidents) when that file exists, else from
+``default_record``, built from the request schema so that the service accepts it.
 """
 
 from __future__ import annotations
@@ -23,7 +22,6 @@ API_URL_ENV, API_KEY_ENV = "BAAC_API_URL", "API_KEY"
 DEFAULT_API_URL = "http://127.0.0.1:3000"
 EXAMPLE_REQUEST = Path(__file__).with_name("predict_request.json")
 TIMEOUT = 15
-FORM_FIELDS = ["lum", "agg", "int", "atm", "catr"]
 FORM_DEFAULTS: dict[str, Any] = {
     "an": 2024,
     "mois": 6,
@@ -53,60 +51,25 @@ def default_record() -> dict[str, Any]:
     return record
 
 
+def _filled(record: dict[str, Any]) -> int:
+    """How many fields of an accident, its vehicles' and its users' are filled in."""
+    parts = [record, *(record.get("vehicles") or []), *(record.get("users") or [])]
+    return sum(
+        value is not None for part in parts if isinstance(part, dict) for value in part.values()
+    )
+
+
 def example_record() -> dict[str, Any]:
-    """The first accident of ``baac_severity/serving/predict_request.json``, else
-    ``default_record()``."""
+    """The most completely filled-in accident of ``baac_severity/serving/predict_request.json``
+    (a real one: a 2019+ accident, with its users' attributes), else ``default_record()``."""
     try:
         accidents = json.loads(EXAMPLE_REQUEST.read_text()).get("accidents") or []
-        if accidents and isinstance(accidents[0], dict):
-            return accidents[0]
+        records = [a for a in accidents if isinstance(a, dict)]
+        if records:
+            return max(records, key=_filled)  # the first of the most complete
     except (OSError, ValueError, AttributeError):
         pass
     return default_record()
-
-
-def _vehicle_key(record: dict[str, Any]) -> str:
-    for key in ("vehicles", "vehicules"):
-        if isinstance(record.get(key), list):
-            return key
-    return "vehicles"
-
-
-def record_catv(record: dict[str, Any]) -> list[int]:
-    vehicles = record.get(_vehicle_key(record)) or []
-    found = [v.get("catv") for v in vehicles if isinstance(v, dict)]
-    return [int(c) for c in found if isinstance(c, int | float)] or [7]
-
-
-def record_hour(record: dict[str, Any]) -> int:
-    try:
-        value = record.get("hour", str(record.get("hrmn", "8")).split(":")[0])
-        return min(max(int(value), 0), 23)
-    except (TypeError, ValueError):
-        return 8
-
-
-def _vehicle(template: dict[str, Any], catv: int, index: int) -> dict[str, Any]:
-    """A copy of the example's vehicle with another catv; vehicle letters A01, B01, ... kept
-    distinct because a record's vehicles are told apart by ``num_veh``."""
-    vehicle = {**template, "catv": catv}
-    if "num_veh" in template:
-        vehicle["num_veh"] = f"{chr(ord('A') + index % 26)}01"
-    return vehicle
-
-
-def build_record(example: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
-    """The example record with the form's values written in, in the example's own shape."""
-    record = {**example, **{k: values[k] for k in [*FORM_FIELDS, "vma"]}}
-    if "hour" in example or "hrmn" not in example:
-        record["hour"] = values["hour"]
-    if "hrmn" in example:
-        minutes = str(example["hrmn"]).split(":")[-1] if ":" in str(example["hrmn"]) else "00"
-        record["hrmn"] = f"{values['hour']:02d}:{minutes}"
-    key = _vehicle_key(example)
-    template = next((v for v in example.get(key) or [] if isinstance(v, dict)), {})
-    record[key] = [_vehicle(template, code, i) for i, code in enumerate(values["catv"])]
-    return record
 
 
 def call_service(record: dict[str, Any]) -> tuple[str, Any]:

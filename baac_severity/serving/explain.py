@@ -24,6 +24,8 @@ import numpy as np
 from sklearn.ensemble import ExtraTreesClassifier, RandomForestClassifier
 
 from baac_severity import features
+from baac_severity.data import schema
+from baac_severity.serving import schemas
 
 
 @dataclass(frozen=True)
@@ -91,10 +93,83 @@ class TreeContributions:
         return Contributions(self.bias, values / len(self.trees))
 
 
+# Readable names of the features that are not a BAAC field of their own; a code feature is
+# named by its field (``schemas.FIELD_LABELS``) and a count of vehicles by its own name.
+FEATURE_WORDS = {
+    "month": "month",
+    "month_sin": "time of year (sine)",
+    "month_cos": "time of year (cosine)",
+    "day_of_week": "day of week",
+    "dow_sin": "day of week (sine)",
+    "dow_cos": "day of week (cosine)",
+    "hour": "hour",
+    "hour_sin": "time of day (sine)",
+    "hour_cos": "time of day (cosine)",
+    "dep_code": "department",
+    "overseas": "overseas department",
+    "commune": "commune",
+    "grid_cell": "0.1° grid cell",
+    "n_vehicles": "vehicles",
+    "n_users": "road users",
+    "n_pedestrians": "pedestrians",
+    "n_passengers": "passengers",
+    "min_age": "youngest user's age",
+    "max_age": "oldest user's age",
+    "share_protected": "share of occupants with protective equipment",
+    "age": "age",
+    "protected": "protective equipment",
+}
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+YES_NO = {0: "no", 1: "yes"}
+ACTP_CODE = {value: code for code, value in features.ACTP_VALUES.items()}
+
+
 def baac_terms(names: list[str]) -> list[str]:
-    """Each feature's BAAC source, as documented in ``baac_severity.features.FEATURES``."""
-    sources = {feature.name: feature.source for feature in features.FEATURES}
-    return [sources.get(name, name) for name in names]
+    """Each feature's BAAC source, as documented in ``baac_severity.features.FEATURES``, in
+    plain text (the documentation's Markdown emphasis dropped)."""
+    sources = {feature.name: feature.source.replace("**", "") for feature in features.FEATURES}
+    return [sources.get(_key_of(name), name) for name in names]
+
+
+def _key_of(name: str) -> str:
+    """The feature an estimator input comes from: "commune_2" (the encoding of commune for
+    class 2 of a multiclass target) -> "commune"."""
+    base = name.rsplit("_", 1)[0]
+    return base if base in features.TARGET_ENCODED and name[len(base) + 1 :].isdigit() else name
+
+
+def _code_text(field: str, code: int) -> str:
+    if field == "actp":
+        code_text = ACTP_CODE.get(code, str(code))
+        return schema.ACTP_CODES.get(code_text, f"code {code_text}")
+    return schema.CODES[field].get(code, f"code {code}")
+
+
+def describe(name: str, value: float | None, prior: float | None = None) -> str:
+    """A feature's value in the user's words: "road category: departmental road",
+    "speed limit (km/h): 30", "commune risk 0.41 (prior 0.37)"."""
+    key = _key_of(name)
+    field = key.removeprefix("veh_")
+    words = FEATURE_WORDS.get(key) or schemas.FIELD_LABELS.get(field) or key.replace("_", " ")
+    if key.startswith("veh_") and "vehicle" not in words:
+        words = f"vehicle's {words}"
+    if prior is not None:  # a target-encoded key: the training's severity rate of that place
+        shown = "unknown" if value is None else f"{value:.2f}"
+        return f"{words} risk {shown} (prior {prior:.2f})"
+    if value is None:
+        return f"{words}: not filled in"
+    whole = int(value) if float(value).is_integer() else None
+    if whole is not None and (field in schema.CODES or field == "actp"):
+        return f"{words}: {_code_text(field, whole)}"
+    if key == "day_of_week" and whole is not None and 0 <= whole < len(DAYS):
+        return f"{words}: {DAYS[whole]}"
+    if key in ("overseas", "protected") and whole in YES_NO:
+        return f"{words}: {YES_NO[whole]}"
+    if key in features.COUNTED_CODES:
+        return f"{key.removeprefix('n_').replace('_', ' ')}: {whole}"
+    if whole is not None:
+        return f"{words}: {whole}"
+    return f"{words}: {value:.2f}"
 
 
 def top(
@@ -104,23 +179,29 @@ def top(
     classes: np.ndarray,
     labels: list[str],
     count: int,
+    priors: dict[str, float] | None = None,
 ) -> list[dict[str, Any]]:
     """Per row, the ``count`` largest contributions (absolute value) to the probability of
-    ``classes[i]`` (an index into the model's classes), with the bias and the rest."""
+    ``classes[i]`` (an index into the model's classes), with the bias and the rest.
+    ``priors``: the training prior of each target-encoded input (its value for an unseen key)."""
     terms = baac_terms(names)
+    priors = priors or {}
     explanations = []
     for i, k in enumerate(classes.tolist()):
         row = contributions.values[i, :, k]
         order = np.argsort(-np.abs(row), kind="stable")[:count]
-        listed = [
-            {
-                "feature": names[j],
-                "baac": terms[j],
-                "value": None if np.isnan(x[i, j]) else float(x[i, j]),
-                "contribution": float(row[j]),
-            }
-            for j in order.tolist()
-        ]
+        listed = []
+        for j in order.tolist():
+            value = None if np.isnan(x[i, j]) else float(x[i, j])
+            listed.append(
+                {
+                    "feature": names[j],
+                    "description": describe(names[j], value, priors.get(names[j])),
+                    "baac": terms[j],
+                    "value": value,
+                    "contribution": float(row[j]),
+                }
+            )
         explanations.append(
             {
                 "label": labels[k],

@@ -357,10 +357,23 @@ class Predictor:
             np.asarray(self.decide(probabilities[rows])),
             self.labels,
             TOP_CONTRIBUTIONS,
+            self.encoding_priors(),
         )
         for row, explanation in zip(rows.tolist(), found, strict=True):
             explanations[row] = explanation
         return explanations
+
+    def encoding_priors(self) -> dict[str, float]:
+        """The training prior of each target-encoded estimator input (what an unseen commune
+        or cell gets), by name: the encoded inputs come first, in the encoder's order."""
+        if self.encodings is None:
+            return {}
+        names = iter(self.estimator_inputs)
+        return {
+            next(names): float(prior)
+            for table in self.encodings.tables
+            for prior in table.prior[: table.encodings.shape[1]]
+        }
 
     def warm_up(self) -> None:
         """One prediction at start-up, so that the first client does not pay for lazy imports

@@ -43,7 +43,44 @@ SWAGGER_UI = """<script>
       });
     };
     </script>"""
+# BentoML's "Powered by BentoML" GitHub corner (a link to its repository), after the UI.
+GITHUB_CORNER = re.compile(r'<div class="version">.*?</svg></a>\s*</div>\s*</div>', re.S)
+# BentoML's index.css hides the title (``.info .main .title``) and shows only the version.
+SHOW_TITLE = "<style>.swagger-ui .info .main .title { visibility: visible; }</style>"
 OPEN_ROUTES = ("/healthz", "/livez", "/readyz", "/metrics")
+TITLE = "BAAC road-accident severity API"
+# A summary and an example answer for each route BentoML documents without them.
+PROBES: dict[str, tuple[str, str | None]] = {
+    "/healthz": ("Health probe (deprecated: /livez)", "\n"),
+    "/livez": ("Liveness probe", "\n"),
+    "/readyz": ("Readiness probe: answers 200 once the model is loaded", "\n"),
+    "/metrics": (
+        "Prometheus metrics",
+        "# HELP bentoml_service_request_total Multiprocess metric\n"
+        'bentoml_service_request_total{endpoint="/predict",http_response_code="200"} 12.0\n',
+    ),
+}
+PREDICT_SUMMARY = "Predict the severity of accidents"
+# The answer to the first accident of the example request (values of the default model).
+PREDICTION_EXAMPLE = {
+    "request_id": "5f0c3b9e2a1d4c7b8e6f9a0b1c2d3e4f",
+    "model_version": "9b80144ba604",
+    "target": "severe",
+    "unit": "accident",
+    "predictions": [
+        {
+            "record": 0,
+            "num_acc": "201800013765",
+            "user": None,
+            "user_id": None,
+            "predicted_class": 1,
+            "label": "severe",
+            "probabilities": {"not_severe": 0.31, "severe": 0.69},
+            "model_version": "9b80144ba604",
+            "explanation": None,
+        }
+    ],
+}
 ERROR = {
     "type": "object",
     "properties": {"error": {"type": "string"}},
@@ -81,29 +118,60 @@ GET_ROUTES: dict[str, dict[str, Any]] = {
         "description": "Version, git sha, experiment, metrics, data snapshot and feature "
         "schema of the served model (the promoted metadata.json), and the request fields.",
         "schema": {"type": "object", "additionalProperties": True},
+        "example": {
+            "version": "9b80144ba604",
+            "registry": {"name": "baac-severity", "version": "1"},
+            "experiment": "workspace",
+            "target": "severe",
+            "unit": "accident",
+            "metrics": {"test": {"roc_auc": 0.8277}},
+            "bentoml_model": "baac-severity:9b80144ba604",
+        },
     },
     "/data/progress": {
         "summary": "Ingestion progress",
         "description": "Chunks and rows ingested so far (metrics/progress.json).",
         "schema": {"type": "object", "additionalProperties": True},
+        "example": {
+            "as_of": "2024-12-31",
+            "chunks": {"ingested": 12, "total": 12, "chunk_size": 10000},
+            "tables": {"caracteristiques": {"rows": 112185, "total": 112185, "pct": 100.0}},
+        },
     },
 }
 
 
+def _example(description: str, media: str, example: Any) -> dict[str, Any]:
+    return {"description": description, "content": {media: {"example": example}}}
+
+
 def secured(document: dict[str, Any], description: str, version: str) -> dict[str, Any]:
-    """``document`` with our description, the API-key scheme, the open routes and the routes
-    BentoML does not document."""
+    """``document`` with our title, description and served model version (not BentoML's
+    contact), the API-key scheme, the open routes, the routes BentoML does not document, and
+    a summary and an example answer on every route."""
     spec = copy.deepcopy(document)
-    spec["info"] = {**spec.get("info", {}), "description": description, "version": version}
+    service = spec.get("info", {}).get("title")  # BentoML's: the service's name
+    spec["info"] = {"title": TITLE, "description": description, "version": version}
+    if service:
+        spec["info"]["x-bentoml-service"] = service
     components = spec.setdefault("components", {})
     schemes = components.setdefault("securitySchemes", {})
     schemes[SCHEME] = {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
     schemes[BEARER_SCHEME] = {"type": "http", "scheme": "bearer"}
     spec["security"] = [{SCHEME: []}, {BEARER_SCHEME: []}]  # either one
     paths = spec.setdefault("paths", {})
+    for operations in paths.values():
+        for operation in operations.values():
+            # BentoML keys some answers by int (200), JSON by text: one key per status.
+            responses = operation.get("responses", {})
+            operation["responses"] = {str(status): answer for status, answer in responses.items()}
     for route in OPEN_ROUTES:
         for operation in paths.get(route, {}).values():
             operation["security"] = []  # probes and metrics need no key
+            summary, body = PROBES[route]
+            operation["summary"] = summary
+            media = "text/plain"
+            operation.setdefault("responses", {})["200"] = _example("OK", media, body)
     for route, info in GET_ROUTES.items():
         paths[route] = {
             "get": {
@@ -112,7 +180,15 @@ def secured(document: dict[str, Any], description: str, version: str) -> dict[st
                 "tags": ["Service APIs"],
                 "operationId": route.strip("/").replace("/", "_"),
                 "responses": {
-                    "200": _json_response("OK", info["schema"]),
+                    "200": {
+                        "description": "OK",
+                        "content": {
+                            "application/json": {
+                                "schema": info["schema"],
+                                "example": info["example"],
+                            }
+                        },
+                    },
                     "401": UNAUTHORISED,
                 },
             }
@@ -122,6 +198,11 @@ def secured(document: dict[str, Any], description: str, version: str) -> dict[st
     )
     predict = paths.get("/predict", {}).get("post")
     if predict is not None:
+        predict["summary"] = PREDICT_SUMMARY
+        answer = predict.setdefault("responses", {}).setdefault("200", {"description": "OK"})
+        answer.setdefault("content", {}).setdefault("application/json", {})["example"] = (
+            PREDICTION_EXAMPLE
+        )
         # BentoML leaves the body optional; an empty body is a 422 (no accidents).
         body = predict.setdefault("requestBody", {})
         body["required"] = True
@@ -171,13 +252,19 @@ def external_resources(page: str) -> list[str]:
 
 
 def docs_page() -> bytes:
-    """BentoML's docs page without third-party requests; fails if one remains (a new
-    BentoML template), rather than serve it."""
+    """BentoML's docs page without third-party requests, BentoML's GitHub corner, or its CSS
+    rule that hides the API's title; fails if a third-party request remains (a new BentoML
+    template), rather than serve it."""
     page = TAG_MANAGER.sub("", BENTOML_PAGE.read_text(encoding="utf-8"))
     page = page.replace(INITIALIZER, SWAGGER_UI)
+    page = GITHUB_CORNER.sub("", page)
+    page = re.sub(r"<title>.*?</title>", f"<title>{TITLE}</title>", page, count=1)
+    page = page.replace("</head>", f"{SHOW_TITLE}\n  </head>", 1)
     found = external_resources(page)
-    if found or SWAGGER_UI not in page:
-        raise RuntimeError(f"{BENTOML_PAGE} changed: third-party resources {found} remain")
+    if found or SWAGGER_UI not in page or "github-corner" in page:
+        raise RuntimeError(
+            f"{BENTOML_PAGE} changed: third-party resources {found} or its GitHub corner remain"
+        )
     return page.encode()
 
 

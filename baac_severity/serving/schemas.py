@@ -82,6 +82,56 @@ OTHER_FIELDS: dict[str, tuple[Any, str]] = {
         + "; other codes are read as not filled in",
     ),
 }
+# What each request field is, in a user's words: the start of its description, the label of
+# the prediction form and of an explanation (the codes' own labels are schema.CODES).
+FIELD_LABELS = {
+    schema.KEY: "accident identifier",
+    "an": "year",
+    "mois": "month",
+    "jour": "day of the month",
+    "hrmn": "time",
+    "lum": "lighting",
+    "agg": "built-up area",
+    "int": "intersection",
+    "atm": "weather",
+    "col": "collision type",
+    "dep": "department",
+    "com": "commune",
+    "lat": "latitude",
+    "long": "longitude",
+    "catr": "road category",
+    "circ": "traffic flow",
+    "nbv": "number of lanes",
+    "vosp": "reserved lane",
+    "prof": "road profile",
+    "plan": "road layout",
+    "surf": "surface",
+    "infra": "infrastructure",
+    "situ": "position",
+    "vma": "speed limit (km/h)",
+    "id_vehicule": "vehicle identifier",
+    "num_veh": "vehicle",
+    "senc": "direction",
+    "catv": "vehicle category",
+    "obs": "fixed obstacle hit",
+    "obsm": "moving obstacle hit",
+    "choc": "initial impact",
+    "manv": "main manoeuvre",
+    "motor": "motor",
+    "occutc": "public-transport occupants",
+    schema.USER_KEY: "road-user identifier",
+    "place": "seat",
+    "catu": "user category",
+    "sexe": "sex",
+    "an_nais": "year of birth",
+    "trajet": "journey purpose",
+    "secu1": "safety equipment 1",
+    "secu2": "safety equipment 2",
+    "secu3": "safety equipment 3",
+    "locp": "pedestrian location",
+    "actp": "pedestrian action",
+    "etatp": "pedestrian alone or not",
+}
 IDENTIFIER = Annotated[str, Field(min_length=1, max_length=32)]
 REQUIRED = {"an", "mois"}
 # allow_inf_nan: NaN and +-Infinity are not JSON numbers; pydantic would accept them.
@@ -164,7 +214,8 @@ def field_spec(table: str, name: str) -> FieldSpec:
         annotation, description = _measure_field(name)
     else:
         annotation, description = OTHER_FIELDS[name]
-    return FieldSpec(name, annotation, name in REQUIRED, description + _used_by(table, name))
+    description = f"{FIELD_LABELS[name]}: {description}{_used_by(table, name)}"
+    return FieldSpec(name, annotation, name in REQUIRED, description)
 
 
 def table_specs(table: str, exclude: set[str]) -> list[FieldSpec]:
@@ -239,6 +290,11 @@ class PredictRequest(BaseModel):
 
 class Contribution(BaseModel):
     feature: str = Field(description="model feature (docs/FEATURES.md)")
+    description: str = Field(
+        description='its value in words: "road category: departmental road", "commune risk '
+        "0.41 (prior 0.37)\" (a location's severity rate in training, and the rate of an "
+        "unseen one)"
+    )
     baac: str = Field(description="the BAAC fields it is computed from")
     value: float | None = Field(description="its value for this record (null: missing)")
     contribution: float = Field(

@@ -331,9 +331,21 @@ BAACSeverity.add_asgi_middleware(
 )
 BAACSeverity.add_asgi_middleware(auth.BodyLimitMiddleware, max_bytes=SETTINGS.max_body_bytes)
 BAACSeverity.add_asgi_middleware(auth.JSONBodyMiddleware)
+
+
+def served_version() -> str:
+    """The docs page's version badge: the served model's version and registry version (not
+    the tag asked for, such as ``baac-severity:latest``)."""
+    stored = BAACSeverity.inner.model.resolve()
+    metadata = json.loads((Path(stored.path) / METADATA_FILENAME).read_text())
+    registry = metadata.get("registry") or {}
+    listed = f", registry v{registry['version']}" if registry.get("version") else ""
+    return f"model {metadata['version']}{listed} ({stored.tag})"
+
+
 BAACSeverity.add_asgi_middleware(
     openapi.OpenAPIMiddleware,
     document=lambda: openapi.secured(
-        BAACSeverity.openapi_spec.asdict(), API_DESCRIPTION, f"model {MODEL_TAG}"
+        BAACSeverity.openapi_spec.asdict(), API_DESCRIPTION, served_version()
     ),
 )

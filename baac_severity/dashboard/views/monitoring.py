@@ -1,4 +1,4 @@
-"""Streamlit page "Monitoring" of the dashboard (``make dashboard``, left sidebar): ROC-AUC by
+"""Streamlit page "Monitoring" of the dashboard (``make dashboard``, top navigation): ROC-AUC by
 arrival chunk against the test ROC-AUC, drift share per chunk with its HTML reports, and the
 live drift of the service log (``make monitor``). Reads the workspace files of
 ``$BAAC_DASHBOARD_REPO`` (default: this repository)."""
@@ -14,6 +14,7 @@ import streamlit as st
 import streamlit.components.v1 as components
 
 from baac_severity.config import ROOT
+from baac_severity.dashboard import formatting as fmt
 from baac_severity.dashboard import monitoring_view as view
 
 REPORT_HEIGHT = 600
@@ -51,15 +52,21 @@ def roc_by_chunk(repo: Path) -> None:
         layers.append(
             alt.Chart(test).mark_rule(strokeDash=[6, 4], color="gray").encode(y="test ROC-AUC:Q")
         )
-    st.altair_chart(alt.layer(*layers), use_container_width=True)
+    st.altair_chart(alt.layer(*layers), width="stretch")
     columns = st.columns(3)
-    columns[0].metric("mean out-of-time ROC-AUC", summary.get("mean_roc_auc"))
-    columns[1].metric("test ROC-AUC (in-sample period)", summary.get("test_roc_auc"))
+    columns[0].metric(
+        "mean out-of-time ROC-AUC", fmt.number(summary.get("mean_roc_auc"), "roc_auc")
+    )
+    columns[1].metric(
+        "test ROC-AUC (in-sample period)", fmt.number(summary.get("test_roc_auc"), "roc_auc")
+    )
     transfer = rest.get("transfer_2018_2024") or {}
-    columns[2].metric("2018 → 2024 transfer ROC-AUC", transfer.get("roc_auc"))
+    columns[2].metric(
+        "2018 → 2024 transfer ROC-AUC", fmt.number(transfer.get("roc_auc"), "roc_auc")
+    )
     model = rest.get("model")
     st.caption(f"Light model: {model}; dashed line: the workspace model's test ROC-AUC.")
-    st.dataframe(chunks, hide_index=True)
+    st.table(fmt.as_text(chunks).set_index("chunk"))
 
 
 def drift_by_chunk(repo: Path) -> None:
@@ -77,8 +84,8 @@ def drift_by_chunk(repo: Path) -> None:
             tooltip=["chunk", "share_drifted", "target_rate"],
         )
     )
-    st.altair_chart(chart, use_container_width=True)
-    st.dataframe(frame, hide_index=True)
+    st.altair_chart(chart, width="stretch")
+    st.table(fmt.as_text(frame).set_index("chunk"))
     chunk = st.selectbox("Drift report of chunk", frame["chunk"].tolist(), key="drift-chunk")
     show_report(repo, frame.loc[frame["chunk"] == chunk, "report"].iloc[0], "chunk")
 
@@ -90,17 +97,18 @@ def live(repo: Path) -> None:
         st.info("No live report yet: run `make monitor` after the service has answered requests.")
         return
     columns = st.columns(3)
-    columns[0].metric("share of drifted features", summary["share_drifted"])
-    columns[1].metric("limit (monitor.max_share_drifted)", summary["max_share_drifted"])
-    columns[2].metric("logged rows", summary["rows"])
+    columns[0].metric("share of drifted features", fmt.number(summary["share_drifted"], "share"))
+    columns[1].metric(
+        "limit (monitor.max_share_drifted)", fmt.number(summary["max_share_drifted"], "share")
+    )
+    columns[2].metric("logged rows", fmt.number(summary["rows"], "rows"))
     verdict = st.error if summary["share_drifted"] > summary["max_share_drifted"] else st.success
     verdict(f"model {summary['model_version']}: drifted {', '.join(summary['drifted']) or 'none'}")
     show_report(repo, summary["report"], "live")
 
 
 def main() -> None:
-    st.set_page_config(page_title="BAAC monitoring", layout="wide")
-    st.title("BAAC severity: monitoring")
+    st.title("Monitoring")
     repo = Path(os.environ.get("BAAC_DASHBOARD_REPO", str(ROOT)))
     roc_by_chunk(repo)
     drift_by_chunk(repo)
