@@ -29,13 +29,15 @@ SERIES = re.compile(r"^(\w+)(\{[^}]*\})?", re.MULTILINE)
 
 
 def workers(server: Server) -> list[psutil.Process]:
-    """The worker processes of a ``bentoml serve`` (children that run the service)."""
-    root = psutil.Process(server.process.pid)
-    return [
-        child
-        for child in root.children(recursive=True)
-        if WORKER_MODULE in " ".join(child.cmdline())
-    ]
+    """The live worker processes of a ``bentoml serve`` (children that run the service)."""
+    found = []
+    for child in psutil.Process(server.process.pid).children(recursive=True):
+        try:
+            if WORKER_MODULE in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:  # exited (or a zombie) meanwhile: not a worker any more
+            continue
+    return found
 
 
 def metrics(url: str) -> str:
