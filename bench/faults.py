@@ -60,13 +60,17 @@ def random_paths(server: Server, count: int) -> dict[str, Any]:
     started = time.perf_counter()
     statuses = send_random_paths(server.url, count)
     seconds = time.perf_counter() - started
-    after_text, after_rss = metrics(server.url), service_rss(server)
+    rendered = time.perf_counter()
+    # Unbounded, the page took minutes to render: hence the long timeout.
+    after_text, after_rss = metrics(server.url, timeout=900), service_rss(server)
+    render_seconds = time.perf_counter() - rendered
     return {
         "paths": count,
         "statuses": dict(statuses),
         "seconds": round(seconds, 1),
         "metrics_kib_before": round(len(before_text.encode()) / 1024, 1),
         "metrics_kib_after": round(len(after_text.encode()) / 1024, 1),
+        "metrics_seconds_after": round(render_seconds, 2),
         "endpoint_series_before": len(labelled_series(before_text)),
         "endpoint_series_after": len(labelled_series(after_text)),
         "rss_mib_before": round(before_rss / MIB),

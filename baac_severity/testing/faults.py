@@ -40,8 +40,8 @@ def workers(server: Server) -> list[psutil.Process]:
     return found
 
 
-def metrics(url: str) -> str:
-    return httpx.get(f"{url}/metrics", timeout=60).text
+def metrics(url: str, timeout: float = 60) -> str:
+    return httpx.get(f"{url}/metrics", timeout=timeout).text
 
 
 def labelled_series(text: str) -> set[str]:
