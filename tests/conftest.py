@@ -63,10 +63,18 @@ def keys() -> tuple[str, str]:
 
 @pytest.fixture(scope="session")
 def server(home, workspace, keys, tmp_path_factory):
-    """The service with a small body limit (TEST_MAX_BODY); started once, as it takes ~15 s."""
+    """The service with a small body limit (TEST_MAX_BODY); started once, as it takes ~15 s.
+
+    One worker (the default is two): the batching and concurrency-limit tests count what one
+    worker saw; tests/test_service_faults.py checks the default."""
     logs = tmp_path_factory.mktemp("server")
     server = start_service(
-        home, workspace, logs, API_KEY=f"{keys[0]}, {keys[1]}", MAX_BODY_BYTES=str(TEST_MAX_BODY)
+        home,
+        workspace,
+        logs,
+        API_KEY=f"{keys[0]}, {keys[1]}",
+        MAX_BODY_BYTES=str(TEST_MAX_BODY),
+        BAAC_WORKERS="1",
     )
     yield server
     server.stop()

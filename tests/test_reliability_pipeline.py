@@ -190,6 +190,7 @@ for line in sys.stdin:
             log = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND)
             os.dup2(log, 1)
             os.dup2(log, 2)
+            sys.argv = [line.strip()]  # as `python -m <stage>` with no argument
             code = importlib.import_module(line.strip()).main()
         except SystemExit as exit:
             code = exit.code if isinstance(exit.code, int) else 1
@@ -573,6 +574,7 @@ def run_in(project: Path, stage_main, chunks: int) -> int:
             ingest, "load_raw_dump", lambda raw_dir, years: raw_dump(Path(raw_dir), tuple(years))
         )
         patch.chdir(project)
+        patch.setattr(sys, "argv", ["stage"])  # as `python -m <stage>` with no argument
         write_project_params(project, chunks)
         return stage_main()
 

@@ -96,18 +96,25 @@ async def send_json(
     await send({"type": "http.response.body", "body": body})
 
 
+# RFC 9110 section 5.5: a field value's leading and trailing spaces and tabs are not part of it.
+# Not every server strips them (uvicorn's httptools parser keeps them), so both headers are
+# trimmed here, by this one rule.
+OPTIONAL_WHITESPACE = b" \t"
+
+
 def offered_keys(scope: Scope) -> list[bytes]:
     """The credentials a request offers: its ``X-API-Key`` and its ``Authorization: Bearer``
-    token (either may be absent)."""
+    token (either may be absent), without surrounding whitespace."""
     offered = []
     api_key = header(scope, API_KEY_HEADER.lower().encode())
-    if api_key is not None:
-        offered.append(api_key)
+    if api_key is not None and api_key.strip(OPTIONAL_WHITESPACE):
+        offered.append(api_key.strip(OPTIONAL_WHITESPACE))
     authorization = header(scope, b"authorization")
     if authorization is not None:
-        scheme, _, token = authorization.strip().partition(b" ")
-        if scheme.lower() == BEARER and token.strip():
-            offered.append(token.strip())
+        scheme, _, token = authorization.strip(OPTIONAL_WHITESPACE).partition(b" ")
+        token = token.strip(OPTIONAL_WHITESPACE)
+        if scheme.lower() == BEARER and token:
+            offered.append(token)
     return offered
 
 

@@ -43,7 +43,14 @@ from baac_severity.modeling.model_store import (
     check_feature_schema,
     load_model,
 )
-from baac_severity.serving import auth, openapi, schemas, settings
+from baac_severity.serving import (
+    auth,
+    openapi,
+    parent_watch,
+    route_metrics,
+    schemas,
+    settings,
+)
 from baac_severity.serving.inference import Predictor, settle_heap, to_tables
 from baac_severity.serving.prediction_logger import PredictionMonitor
 
@@ -185,6 +192,8 @@ class BAACSeverity:
             raise SystemExit(2) from None
 
     def __init__(self) -> None:
+        # Runs in each worker only: it must not outlive `bentoml serve` (parent_watch.py).
+        parent_watch.exit_with_parent()
         self.predictor = Predictor.from_directory(self.model.path)
         self.predictor.warm_up()
         settle_heap()  # last: whatever start-up loaded stays out of garbage collection
@@ -325,6 +334,15 @@ class BAACSeverity:
         self.monitor.record(self.predictor, features, response, audit)
 
 
+# /metrics labels each request by its route, so that unknown paths cannot grow it.
+route_metrics.install(
+    [
+        *(api.route for api in BAACSeverity.apis.values()),
+        *(route.path for route in routes.routes),
+        *auth.OPEN_PATHS,
+    ],
+    auth.OPEN_PREFIXES,
+)
 # Outermost first: reject unauthenticated requests before reading any body.
 BAACSeverity.add_asgi_middleware(
     auth.APIKeyMiddleware, keys=SETTINGS.keys(), allow_no_auth=SETTINGS.allow_no_auth

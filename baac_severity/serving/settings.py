@@ -40,7 +40,8 @@ class ServiceSettings(BaseSettings):
     )
     allow_no_auth: bool = Field(default=False, description="serve without authentication")
     baac_model_tag: str = Field(default="baac-severity:latest", min_length=1)
-    baac_workers: Positive = Field(default=1, description="worker processes, each with a model")
+    # Two: when one worker dies, the other keeps answering while it restarts (docs/serving.md).
+    baac_workers: Positive = Field(default=2, description="worker processes, each with a model")
     baac_progress_path: Path = Path("metrics/progress.json")
     max_body_bytes: Positive = 32 * 1024 * 1024  # a 10,000-accident request is about 11 MB
     prediction_log_dir: Path = DEFAULT_LOG_DIR  # baac_severity/serving/prediction_logger.py
