@@ -31,6 +31,7 @@ import streamlit as st
 from baac_severity.config import ROOT
 from baac_severity.data.io import write_text
 from baac_severity.data.schema import CODES
+from baac_severity.decisions import comparable
 from baac_severity.decisions import compare as cmp
 from baac_severity.decisions import experiments as ex
 from baac_severity.serving import client as pc
@@ -171,20 +172,20 @@ def best_cells(column: pd.Series, frame: pd.DataFrame) -> list[str]:
 
 
 def best_experiment(repo: str, frame: pd.DataFrame, state: str) -> None:
-    """The ranking on the selection metric (validation), the baseline competing, and the
-    paired bootstrap intervals of the top challenger against the baseline."""
+    """The ranking on the selection metric (validation), the baseline competing, runs on
+    another data snapshot apart (``comparable.select``), and the paired bootstrap intervals
+    of the top challenger against the baseline."""
     st.subheader("Best experiment")
     settings = cmp.promotion_settings(repo)
     metric = settings.metric
     baselines = frame[frame["state"].isin(BASELINE_STATES)]
     base = baselines.sort_values("state", key=lambda s: s != "baseline", kind="stable").iloc[0]
-    ranked = ex.ranking(frame[frame["baseline_rev"] == base["rev"]], metric)
+    selection = comparable.select(frame[frame["baseline_rev"] == base["rev"]], base, settings)
+    ranked, top = selection.ranked, selection.top
     if ranked.empty or pd.isna(base.get(metric)):
         st.info(f"No finished experiment with {metric} yet: `make sweep` or `dvc exp run -S ...`.")
         return
-    others = ranked[ranked["rev"] != base["rev"]]
-    top = others.iloc[0] if not others.empty else None
-    if top is None or not settings.beats(float(top[metric]), float(base[metric])):
+    if top is None or not selection.beats:
         st.info(
             f"No experiment beats {base['label']} on {metric} ({base[metric]:.4f}): "
             "nothing to promote."
@@ -196,18 +197,25 @@ def best_experiment(repo: str, frame: pd.DataFrame, state: str) -> None:
             f"({delta:+.4f})"
         )
         st.caption("Promote it (the gate re-checks it against the champion):")
-        command = (
-            "make promote"
-            if top["state"] == ex.WORKSPACE
-            else f"make promote EXP={top['experiment']}"
-        )
-        st.code(command, language="bash")
+        st.code(selection.promote_command, language="bash")
     reported = [m for m in ("test.roc_auc", "test.f1_macro", "test.log_loss") if m in ranked]
     table = ranked[["label", metric, *reported]].rename(columns={"label": "experiment"})
     table.insert(2, f"Δ vs {base['label']}", ranked[metric] - base[metric])
     st.caption(f"Ranked on {metric} (validation); test metrics beside, not used to choose.")
     config = {c: st.column_config.NumberColumn(c, format="%.4f") for c in table.columns[1:]}
     st.dataframe(table.head(10), hide_index=True, column_config=config, key="ranking_table")
+    if not selection.apart.empty:
+        st.warning(
+            f"Not ranked: {len(selection.apart)} run(s) on another data snapshot than "
+            f"{base['label']} (other validation rows). The gate compares them on the "
+            "validation rows both scored."
+        )
+        apart = selection.apart[["label", metric, comparable.REASON]]
+        st.dataframe(
+            apart.rename(columns={"label": "experiment", comparable.REASON: "why"}),
+            hide_index=True,
+            key="apart_table",
+        )
     if top is not None:
         guarded(intervals, repo, base, top, state, settings)
 
@@ -388,25 +396,30 @@ def importance_differences(repo: str, rows: pd.DataFrame, state: str) -> None:
     if data.empty or not {"feature", "importance"} <= set(data.columns):
         st.info("No feature-importance files in these revisions.")
         return
-    table = data.pivot_table(index="feature", columns="experiment", values="importance")
-    first = rows["label"].iloc[0] if rows["label"].iloc[0] in table.columns else table.columns[0]
-    differences = table.sub(table[first], axis=0).drop(columns=first)
-    top = differences.abs().max(axis=1).sort_values(ascending=False).head(TOP_FEATURES).index
-    st.markdown(f"**Feature importance: top {len(top)} differences vs {first}**")
-    long = differences.loc[top].reset_index().melt("feature", var_name="experiment")
-    chart = (
-        alt.Chart(long)
-        .mark_bar()
-        .encode(
-            y=alt.Y("feature:N", sort=list(top), title=None),
-            x=alt.X("value:Q", title=f"importance − {first}"),
-            color=experiment_color(rows),
-            yOffset="experiment:N",
-            tooltip=["feature", "experiment", alt.Tooltip("value:Q", format=".4f")],
+    tables = {name: table for name, table in data.groupby("experiment", sort=False)}
+    first = rows["label"].iloc[0] if rows["label"].iloc[0] in tables else next(iter(tables))
+    differences, apart = comparable.importance_differences(tables, first)
+    for name, why in apart.items():
+        st.caption(f"{name}: {why}; shown on its own below.")
+    if len(differences.columns):
+        top = differences.abs().max(axis=1).sort_values(ascending=False).head(TOP_FEATURES).index
+        st.markdown(f"**Feature importance: top {len(top)} differences vs {first}**")
+        long = differences.loc[top].reset_index().melt("feature", var_name="experiment")
+        chart = (
+            alt.Chart(long)
+            .mark_bar()
+            .encode(
+                y=alt.Y("feature:N", sort=list(top), title=None),
+                x=alt.X("value:Q", title=f"importance − {first}"),
+                color=experiment_color(rows),
+                yOffset="experiment:N",
+                tooltip=["feature", "experiment", alt.Tooltip("value:Q", format=".4f")],
+            )
         )
-    )
-    st.altair_chart(chart, width="stretch")
-    st.dataframe(table.loc[top].round(4), key="importance_table")
+        st.altair_chart(chart, width="stretch")
+    table = data.pivot_table(index="feature", columns="experiment", values="importance")
+    order = table.max(axis=1).sort_values(ascending=False).head(TOP_FEATURES).index
+    st.dataframe(table.loc[order].round(4), key="importance_table")
 
 
 def ingestion_progress(repo: str) -> None:

@@ -67,7 +67,7 @@ from baac_severity.config import (
     ROOT,
 )
 from baac_severity.data.io import remove_leftovers, write_json, write_text
-from baac_severity.decisions import compare
+from baac_severity.decisions import comparable, compare
 from baac_severity.modeling import tracking
 
 if TYPE_CHECKING:
@@ -247,22 +247,32 @@ def gate(candidate: Candidate, champion: Champion | None) -> Decision:
     old = champion.metadata
     old_name = f"champion {old.get('experiment')} (v{registry_version(old) or '?'})"
     metric = settings.metric
-    new_value = _metric(candidate.info["metrics"], metric)
-    old_value = _metric(old["metrics"], metric)
+    # Like with like (decisions/comparable.py): recorded validation values when both models
+    # were validated on the same snapshot, else the validation rows both scored.
+    scores = comparable.selection_scores(
+        settings,
+        (old, champion.predictions),
+        (candidate.info, candidate.predictions),
+    )
+    new_value, old_value = scores.challenger, scores.champion
     reasons: list[str] = []
-    if new_value is None or old_value is None:
+    if scores.problem:
+        reasons.append(f"{name} cannot be compared with the champion: {scores.problem}")
+    elif new_value is None or old_value is None:
         reasons.append(f"{metric} is missing for {name if new_value is None else old_name}")
     elif not settings.beats(new_value, old_value):
         reasons.append(
             f"{name} does not beat the champion on {metric}: {new_value:.4f} vs "
             f"{old_value:.4f} (gain {settings.gain(new_value, old_value):+.4f}, needs > 0 "
-            f"and >= promotion.min_delta = {settings.min_delta})"
+            f"and >= promotion.min_delta = {settings.min_delta}; {scores.basis})"
         )
     lines = [
         f"Selection metric **{metric}** (validation); test metrics are reported, not chosen on.",
+        f"Selection rows: {scores.basis}.",
         "",
         f"| metric | {old_name} | {name} |",
         "|---|---|---|",
+        f"| {metric} (selection rows) | {_fmt(old_value)} | {_fmt(new_value)} |",
     ]
     for dotted in [metric, *(f"test.{m}" for m in compare.HEADLINE)]:
         lines.append(
