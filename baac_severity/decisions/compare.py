@@ -338,21 +338,25 @@ def compare_predictions(
 def markdown_table(comparison: Comparison, champion: str, challenger: str) -> str:
     """The comparison as a Markdown table (review, promotion report)."""
     level = f"{comparison.confidence:.0%}"
-    lines = [
+    rows = [
+        [
+            metric + ("" if higher_is_better(metric) else " ↓"),
+            f"{i.champion:.4f}",
+            f"{i.challenger:.4f}",
+            f"{i.delta:+.4f}",
+            f"[{i.low:+.4f}, {i.high:+.4f}]",
+            i.label,
+        ]
+        for metric, i in comparison.intervals.items()
+    ]
+    headers = ["metric", champion, challenger, "Δ", f"{level} interval", "verdict"]
+    table = pd.DataFrame(rows, columns=headers, dtype=object)
+    return (
         f"Paired bootstrap on the {comparison.rows:,} test rows both models scored "
         f"({comparison.clusters:,} accidents resampled, {comparison.resamples:,} resamples; "
-        f"{level} percentile intervals of {challenger} − {champion}):",
-        "",
-        f"| metric | {champion} | {challenger} | Δ | {level} interval | verdict |",
-        "|---|---|---|---|---|---|",
-    ]
-    for metric, i in comparison.intervals.items():
-        arrow = "" if higher_is_better(metric) else " ↓"
-        lines.append(
-            f"| {metric}{arrow} | {i.champion:.4f} | {i.challenger:.4f} | {i.delta:+.4f} | "
-            f"[{i.low:+.4f}, {i.high:+.4f}] | {i.label} |"
-        )
-    return "\n".join(lines)
+        f"{level} percentile intervals of {challenger} − {champion}):\n\n"
+        + table.to_markdown(index=False, disable_numparse=True)
+    )
 
 
 def interval_frame(comparison: Comparison) -> pd.DataFrame:

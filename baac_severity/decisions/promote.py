@@ -62,6 +62,7 @@ from baac_severity.config import (
     DATASET_USERS,
     MODEL_FILE,
     MODEL_INFO,
+    PARAMS_FILE,
     PROMOTED_DIR,
     PROMOTIONS_DIR,
     ROOT,
@@ -612,8 +613,22 @@ def promote(experiment: str | None, options: Options | None = None) -> dict | No
     )
     if options.with_dvc:
         message = f"Promote {metadata['experiment']} (registry v{registry_version(metadata)})"
-        print("record it:\n  " + commit_hint([MODELS_DVC, report], message))
+        print(record_hint(candidate, report, message))
     return metadata
+
+
+def record_hint(candidate: Candidate, report: Path, message: str) -> str:
+    """What to commit, only once the workspace's params.yaml and dvc.lock describe the
+    promoted run: an experiment's model promoted from another workspace is applied first."""
+    paths = [PARAMS_FILE, Path("dvc.lock"), Path("metrics"), Path("plots"), MODELS_DVC, report]
+    held = MODEL_FILE.is_file() and hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest()
+    if held == candidate.sha256:
+        return "record it:\n  " + commit_hint(paths, message)
+    return (
+        f"the workspace (params.yaml, dvc.lock, model/) holds another run than {candidate.name}: "
+        f"bring the promoted run in, then record it:\n  dvc exp apply {candidate.name}\n  "
+        + commit_hint(paths, message)
+    )
 
 
 # --- rollback ------------------------------------------------------------------------------

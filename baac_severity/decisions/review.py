@@ -101,9 +101,9 @@ def fmt_delta(value: Any, reference: Any) -> str:
 
 
 def table(headers: list[str], rows: Iterable[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A Markdown table of preformatted cells (``fmt``), by tabulate's pipe format."""
+    frame = pd.DataFrame(list(rows), columns=headers, dtype=object)
+    return frame.to_markdown(index=False, disable_numparse=True)
 
 
 def slug(baseline: str, names: list[str]) -> str:

@@ -22,6 +22,7 @@ from typing import Any
 
 import requests
 
+from baac_severity.serving import settings
 from baac_severity.serving.client import API_KEY_ENV, API_URL_ENV, DEFAULT_API_URL
 from baac_severity.serving.examples import load_tables, request_records, sample_test_split
 
@@ -66,6 +67,15 @@ def replay(records: list[Record], url: str, key: str, batch: int) -> int:
     return scored
 
 
+def service_key() -> str | None:
+    """The first key of ``API_KEY``, read as the service reads it: environment, then .env."""
+    try:
+        keys = settings.load().keys()
+    except settings.SettingsError as error:
+        raise SystemExit(f"replay: {error}") from None
+    return keys[0].decode() if keys else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m baac_severity.serving.replay",
@@ -80,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--url", default=os.environ.get(API_URL_ENV, DEFAULT_API_URL))
     args = parser.parse_args(argv)
-    key = os.environ.get(API_KEY_ENV)
+    key = service_key()
     if not key:
-        raise SystemExit(f"replay: set {API_KEY_ENV} to the service's key")
+        raise SystemExit(f"replay: set {API_KEY_ENV} (environment or .env) to the service's key")
     keys = sample_test_split(args.n, args.seed, split=args.split)
     records = shifted(request_records(load_tables(), keys), args.shift)
     scored = replay(records, args.url, key, args.batch)
