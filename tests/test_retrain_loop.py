@@ -210,3 +210,19 @@ def test_a_refused_retrain_leaves_the_workspace_as_it_was(scenario: dict) -> Non
     assert workspace_state(repo) == before
     experiments = ex.load_experiments(repo)
     assert "retrain-chunk-0004" in set(experiments["experiment"])  # kept, under its name
+
+
+def test_snapshot_rule_names_what_differs() -> None:
+    base = comparable.Snapshot(12, 12, (671280, "2024-12-31"), {"data.years": None})
+    assert comparable.difference(base, base, "main") is None
+    six = comparable.Snapshot(6, 12, (300000, "2018-12-31"), {"data.years": None})
+    assert comparable.difference(six, base, "main") == (
+        "trained on 6 of 12 chunks (main: 12 of 12 chunks): not comparable on validation"
+    )
+    only_2018 = comparable.Snapshot(12, 12, (671280, "2024-12-31"), {"data.years": "[2018]"})
+    assert "data.years=[2018] (main: ?)" in str(comparable.difference(only_2018, base, "main"))
+    # 12 and 12.0 (a float column of dvc exp show) are the same number of chunks.
+    assert (
+        comparable.difference(comparable.Snapshot(12.0, 12.0, base.fingerprint, {}), base, "m")
+        is None
+    )
