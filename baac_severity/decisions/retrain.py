@@ -33,10 +33,10 @@ from baac_severity.config import (
     chunk_key,
     drift_report,
 )
-from baac_severity.data.io import read_json
+from baac_severity.data.io import read_json, write_text
 from baac_severity.data.progress import next_chunk_count
 from baac_severity.decisions import experiments as ex
-from baac_severity.decisions.promote import experiment_commit
+from baac_severity.decisions.promote import MODELS_DVC, experiment_commit
 
 
 def run(command: list[str]) -> int:
@@ -64,6 +64,16 @@ def chunk_report(chunk: int, commit: str) -> None:
     if oot:
         roc_auc = oot["roc_auc"]
         print(f"retrain: chunk {chunk}: out-of-time ROC-AUC {roc_auc} (trained on earlier chunks)")
+
+
+def apply_keeping_champion(name: str) -> int:
+    """``dvc exp apply NAME``: the workspace's params, lock, model and metrics become the
+    promoted run's. The experiment's commit holds the *previous* champion's models.dvc, so the
+    one the promotion just wrote is put back and checked out (its data is in the DVC cache)."""
+    promoted = MODELS_DVC.read_text()
+    status = run([sys.executable, "-m", "dvc", "exp", "apply", name])
+    write_text(promoted, MODELS_DVC)
+    return status or run([sys.executable, "-m", "dvc", "checkout", "-q", str(MODELS_DVC)])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -94,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     # The gate prints the comparison with the champion (validation, and paired intervals).
     status = run([sys.executable, "-m", "baac_severity.decisions.promote", "--experiment", name])
     if status == 0:
-        status = run([sys.executable, "-m", "dvc", "exp", "apply", name])
+        status = apply_keeping_champion(name)
     if status == 0:
         print("retrain: promoted, and applied to the workspace. To commit:\n"
               "  git add params.yaml dvc.lock models.dvc metrics/ plots/ reports/promotions/\n"
