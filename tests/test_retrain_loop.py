@@ -99,6 +99,9 @@ def test_retrain_promotes_a_challenger_better_on_the_rows_both_scored(scenario: 
     assert retrain.returncode == 0, retrain.stdout + retrain.stderr
     assert "--temp" in retrain.stdout and "promoted, and applied to the workspace" in retrain.stdout
     assert "validation rows both scored" in retrain.stdout
+    # The gate ran while the workspace still held the champion's run: no commit suggested
+    # before `dvc exp apply`.
+    assert f"holds another run than {CHALLENGER}" in retrain.stdout
     metadata = json.loads((repo / "models" / "metadata.json").read_text())
     assert metadata["experiment"] == CHALLENGER
     assert metadata["data_snapshot"]["chunks_ingested"] == 3

@@ -446,7 +446,11 @@ def train(params: DictConfig) -> dict:
     fit_seconds = time.perf_counter() - started
     weights = decision_weights(params.decision, model, data)
     metrics, probabilities = evaluate_model(model, data, weights)
+    started = time.perf_counter()
     importance = feature_importance(model, data)
+    log.info(
+        "permutation importance %.1f s (fit %.1f s)", time.perf_counter() - started, fit_seconds
+    )
     bundle = ModelBundle(
         model=model,
         features=list(data.features.columns),
