@@ -185,7 +185,9 @@ def feature_importance(model: Pipeline, data: TrainingData) -> pd.DataFrame:
         random_state=0,
         n_jobs=1,
     )
-    method = f"permutation ({scoring} drop, {len(sample)} validation rows)"
+    # The method, not the row count: runs on other snapshots score other validation rows
+    # (at most IMPORTANCE_SAMPLE), and their importances still compare.
+    method = f"permutation ({scoring} drop on validation rows)"
     table = pd.DataFrame(
         {"feature": data.features.columns, "importance": np.round(result.importances_mean, 6)}
     ).assign(method=method)
