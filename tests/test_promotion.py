@@ -170,7 +170,9 @@ def test_gate_accepts_a_better_model(repo: Path, home: Path, recorded: dict) -> 
     assert meta["experiment"] == "workspace" and meta["promotion"]["forced"] is False
     report = (repo / meta["promotion"]["report"]).read_text()
     assert "passed the gate" in report and "95% interval" in report
-    assert f"git add models.dvc {meta['promotion']['report']} && git commit" in done.stdout
+    # The workspace holds the promoted run: record its params and lock with the promotion.
+    record = f"git add params.yaml dvc.lock metrics plots models.dvc {meta['promotion']['report']}"
+    assert f"record it:\n  {record} && git commit" in done.stdout
     assert aliases(repo) == {"champion": "2", "previous": "1"}
     status = dvc("status", "models.dvc", cwd=repo).stdout
     assert "up to date" in status, status
