@@ -167,8 +167,16 @@ SHIFT ?=
 
 .PHONY: monitor replay retrain
 
-monitor: ## drift of the service's log vs the promoted model's training rows (exit 1: drift)
-	$(RUN) baac monitor
+SINCE ?=
+# make turns any failing recipe into its own exit 2: the message says which of the CLI's
+# codes it was (0 no drift, 1 drift, 2 nothing to compare; docs/monitoring.md).
+monitor: ## drift of the service's log vs the promoted model's training rows; fails on drift (SINCE=2026-12-01T08:00)
+	@$(RUN) baac monitor $(if $(SINCE),--since '$(SINCE)'); status=$$?; \
+	case $$status in \
+		0) ;; \
+		1) echo "make monitor: DRIFT: the features above drifted beyond monitor.max_share_drifted (monitor exit 1)" >&2 ;; \
+		*) echo "make monitor: nothing to compare (monitor exit $$status)" >&2 ;; \
+	esac; exit $$status
 
 replay: ## send N held-out test accidents to the service (SHIFT=night,rain,rural to shift them)
 	$(RUN) baac replay --split test --n $(N) $(if $(SHIFT),--shift $(SHIFT))

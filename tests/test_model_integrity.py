@@ -1,5 +1,5 @@
 """A model whose recorded feature schema differs from ``baac_severity/features.py`` is refused by
-``python -m baac_severity.decisions.promote`` and by the service at start-up.
+``baac promote`` and by the service at start-up.
 
 The tampered models are the real promoted model (a fresh clone first runs the small real
 pipeline) with the schema recorded in its metadata altered: a feature renamed, one removed, a

@@ -32,6 +32,7 @@ import streamlit as st
 from baac_severity.config import ROOT
 from baac_severity.dashboard import formatting as fmt
 from baac_severity.data.io import write_text
+from baac_severity.decisions import comparable
 from baac_severity.decisions import compare as cmp
 from baac_severity.decisions import experiments as ex
 
@@ -189,20 +190,20 @@ def best_cells(column: pd.Series, frame: pd.DataFrame) -> list[str]:
 
 
 def best_experiment(repo: str, frame: pd.DataFrame, state: str) -> None:
-    """The ranking on the selection metric (validation), the baseline competing, and the
-    paired bootstrap intervals of the top challenger against the baseline."""
+    """The ranking on the selection metric (validation), the baseline competing, runs on
+    another data snapshot apart (``comparable.select``), and the paired bootstrap intervals
+    of the top challenger against the baseline."""
     st.subheader("Best experiment")
     settings = cmp.promotion_settings(repo)
     metric = settings.metric
     baselines = frame[frame["state"].isin(BASELINE_STATES)]
     base = baselines.sort_values("state", key=lambda s: s != "baseline", kind="stable").iloc[0]
-    ranked = ex.ranking(frame[frame["baseline_rev"] == base["rev"]], metric)
+    selection = comparable.select(frame[frame["baseline_rev"] == base["rev"]], base, settings)
+    ranked, top = selection.ranked, selection.top
     if ranked.empty or pd.isna(base.get(metric)):
         st.info(f"No finished experiment with {metric} yet: `make sweep` or `dvc exp run -S ...`.")
         return
-    others = ranked[ranked["rev"] != base["rev"]]
-    top = others.iloc[0] if not others.empty else None
-    if top is None or not settings.beats(float(top[metric]), float(base[metric])):
+    if top is None or not selection.beats:
         st.info(
             f"No experiment beats {base['label']} on {metric} ({base[metric]:.4f}): "
             "nothing to promote."
@@ -214,12 +215,7 @@ def best_experiment(repo: str, frame: pd.DataFrame, state: str) -> None:
             f"({delta:+.4f})"
         )
         st.caption("Promote it (the gate re-checks it against the champion):")
-        command = (
-            "make promote"
-            if top["state"] == ex.WORKSPACE
-            else f"make promote EXP={top['experiment']}"
-        )
-        st.code(command, language="bash")
+        st.code(selection.promote_command, language="bash")
     reported = [m for m in ("test.roc_auc", "test.f1_macro", "test.log_loss") if m in ranked]
     table = ranked[["label", metric, *reported]].rename(columns={"label": "experiment"})
     delta = f"Δ vs {base['label']}"
@@ -227,6 +223,15 @@ def best_experiment(repo: str, frame: pd.DataFrame, state: str) -> None:
     st.caption(f"Ranked on {metric} (validation); test metrics beside, not used to choose.")
     shown = fmt.as_text(table.head(10), {delta: metric}, signed=[delta])
     st.table(shown.rename(columns=fmt.label).set_index("experiment"))
+    if not selection.apart.empty:
+        st.warning(
+            f"Not ranked: {len(selection.apart)} run(s) on another data snapshot than "
+            f"{base['label']} (other validation rows). The gate compares them on the "
+            "validation rows both scored."
+        )
+        apart = selection.apart[["label", metric, comparable.REASON]]
+        apart = apart.rename(columns={"label": "experiment", comparable.REASON: "why"})
+        st.table(fmt.as_text(apart).rename(columns=fmt.label).set_index("experiment"))
     if top is not None:
         guarded(intervals, repo, base, top, state, settings)
 
@@ -485,25 +490,30 @@ def importance_differences(repo: str, rows: pd.DataFrame, state: str) -> None:
     if data.empty or not {"feature", "importance"} <= set(data.columns):
         st.info("No feature-importance files in these revisions.")
         return
-    table = data.pivot_table(index="feature", columns="experiment", values="importance")
-    first = rows["label"].iloc[0] if rows["label"].iloc[0] in table.columns else table.columns[0]
-    differences = table.sub(table[first], axis=0).drop(columns=first)
-    top = differences.abs().max(axis=1).sort_values(ascending=False).head(TOP_FEATURES).index
-    st.markdown(f"**Feature importance: top {len(top)} differences vs {first}**")
-    long = differences.loc[top].reset_index().melt("feature", var_name="experiment")
-    chart = (
-        alt.Chart(long)
-        .mark_bar()
-        .encode(
-            y=alt.Y("feature:N", sort=list(top), title=None),
-            x=alt.X("value:Q", title=f"importance − {first}"),
-            color=experiment_color(rows),
-            yOffset="experiment:N",
-            tooltip=["feature", "experiment", alt.Tooltip("value:Q", format=".4f")],
+    tables = {name: table for name, table in data.groupby("experiment", sort=False)}
+    first = rows["label"].iloc[0] if rows["label"].iloc[0] in tables else next(iter(tables))
+    differences, apart = comparable.importance_differences(tables, first)
+    for name, why in apart.items():
+        st.caption(f"{name}: {why}; shown on its own below.")
+    if len(differences.columns):
+        top = differences.abs().max(axis=1).sort_values(ascending=False).head(TOP_FEATURES).index
+        st.markdown(f"**Feature importance: top {len(top)} differences vs {first}**")
+        long = differences.loc[top].reset_index().melt("feature", var_name="experiment")
+        chart = (
+            alt.Chart(long)
+            .mark_bar()
+            .encode(
+                y=alt.Y("feature:N", sort=list(top), title=None),
+                x=alt.X("value:Q", title=f"importance − {first}"),
+                color=experiment_color(rows),
+                yOffset="experiment:N",
+                tooltip=["feature", "experiment", alt.Tooltip("value:Q", format=".4f")],
+            )
         )
-    )
-    st.altair_chart(chart, width="stretch")
-    shown = table.loc[top]
+        st.altair_chart(chart, width="stretch")
+    table = data.pivot_table(index="feature", columns="experiment", values="importance")
+    order = table.max(axis=1).sort_values(ascending=False).head(TOP_FEATURES).index
+    shown = table.loc[order]
     st.table(fmt.as_text(shown, dict.fromkeys(shown.columns.astype(str), "importance")))
 
 

@@ -31,9 +31,14 @@ import yaml
 
 from baac_severity.config import PARAMS_FILE, PREDICTIONS_FILE
 from baac_severity.data import schema
-from baac_severity.modeling.evaluate import HEADLINE, PROBA_PREFIX, SPLIT, TARGET
+from baac_severity.modeling.evaluate import (
+    HEADLINE,
+    PROBA_PREFIX,
+    SPLIT,
+    TARGET,
+    higher_is_better,
+)
 
-LOWER_IS_BETTER = {"log_loss"}
 NO_DIFFERENCE = "no significant difference"
 BLOCK = 100  # resamples per weight matrix: 100 x 22k float64 = 18 MB
 LOG_LOSS_EPS = 1e-15  # as in evaluate.classification_metrics (sklearn's clip)
@@ -60,7 +65,7 @@ class Settings:
     def gain(self, challenger: float, champion: float) -> float:
         """How much better the challenger is on the selection metric (negative: worse)."""
         delta = challenger - champion
-        return -delta if self.test_metric in LOWER_IS_BETTER else delta
+        return delta if higher_is_better(self.test_metric) else -delta
 
     def beats(self, challenger: float, champion: float) -> bool:
         """Strictly better, and by at least ``min_delta``."""
@@ -274,7 +279,7 @@ class Interval:
         if self.low <= 0 <= self.high:
             return NO_DIFFERENCE
         improved = self.low > 0
-        return "better" if improved != (self.metric in LOWER_IS_BETTER) else "worse"
+        return "better" if improved == higher_is_better(self.metric) else "worse"
 
     @property
     def label(self) -> str:
@@ -333,21 +338,25 @@ def compare_predictions(
 def markdown_table(comparison: Comparison, champion: str, challenger: str) -> str:
     """The comparison as a Markdown table (review, promotion report)."""
     level = f"{comparison.confidence:.0%}"
-    lines = [
+    rows = [
+        [
+            metric + ("" if higher_is_better(metric) else " ↓"),
+            f"{i.champion:.4f}",
+            f"{i.challenger:.4f}",
+            f"{i.delta:+.4f}",
+            f"[{i.low:+.4f}, {i.high:+.4f}]",
+            i.label,
+        ]
+        for metric, i in comparison.intervals.items()
+    ]
+    headers = ["metric", champion, challenger, "Δ", f"{level} interval", "verdict"]
+    table = pd.DataFrame(rows, columns=headers, dtype=object)
+    return (
         f"Paired bootstrap on the {comparison.rows:,} test rows both models scored "
         f"({comparison.clusters:,} accidents resampled, {comparison.resamples:,} resamples; "
-        f"{level} percentile intervals of {challenger} − {champion}):",
-        "",
-        f"| metric | {champion} | {challenger} | Δ | {level} interval | verdict |",
-        "|---|---|---|---|---|---|",
-    ]
-    for metric, i in comparison.intervals.items():
-        arrow = " ↓" if metric in LOWER_IS_BETTER else ""
-        lines.append(
-            f"| {metric}{arrow} | {i.champion:.4f} | {i.challenger:.4f} | {i.delta:+.4f} | "
-            f"[{i.low:+.4f}, {i.high:+.4f}] | {i.label} |"
-        )
-    return "\n".join(lines)
+        f"{level} percentile intervals of {challenger} − {champion}):\n\n"
+        + table.to_markdown(index=False, disable_numparse=True)
+    )
 
 
 def interval_frame(comparison: Comparison) -> pd.DataFrame:
@@ -355,7 +364,7 @@ def interval_frame(comparison: Comparison) -> pd.DataFrame:
     return pd.DataFrame(
         [
             {
-                "metric": metric + (" ↓" if metric in LOWER_IS_BETTER else ""),
+                "metric": metric + ("" if higher_is_better(metric) else " ↓"),
                 "champion": i.champion,
                 "challenger": i.challenger,
                 "Δ": i.delta,

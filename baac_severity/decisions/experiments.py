@@ -36,6 +36,7 @@ from typing import Any
 import pandas as pd
 
 from baac_severity.data.io import git
+from baac_severity.modeling.evaluate import higher_is_better
 
 WORKSPACE = "workspace"
 MODEL_METRICS = "metrics/train.json"
@@ -66,7 +67,6 @@ KEY_METRICS = [
     "validation.roc_auc",
     "model.size_mb",
 ]
-LOWER_IS_BETTER = ("log_loss", "size_mb", "loss", "error")
 DVC_ENV = {
     "DVC_NO_ANALYTICS": "1",
     "MLFLOW_DISABLE_TELEMETRY": "true",
@@ -342,10 +342,6 @@ def metric_columns(frame: pd.DataFrame) -> list[str]:
         c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])
     ]
     return [m for m in KEY_METRICS if m in numeric] + [m for m in numeric if m not in KEY_METRICS]
-
-
-def higher_is_better(metric: str) -> bool:
-    return not metric.rsplit(".", 1)[-1].endswith(LOWER_IS_BETTER)
 
 
 # On a tie the incumbent stays ahead, and a named experiment beats the workspace that merely

@@ -63,6 +63,7 @@ from baac_severity.config import (
     MODEL_FILE,
     MODEL_FILENAME,
     MODEL_INFO,
+    PARAMS_FILE,
     PROMOTED_DIR,
     PROMOTED_METADATA,
     PROMOTED_MODEL,
@@ -70,7 +71,7 @@ from baac_severity.config import (
     ROOT,
 )
 from baac_severity.data.io import git_text, remove_leftovers, write_json, write_text
-from baac_severity.decisions import compare
+from baac_severity.decisions import comparable, compare
 from baac_severity.modeling import tracking
 
 if TYPE_CHECKING:
@@ -248,22 +249,32 @@ def gate(candidate: Candidate, champion: Champion | None) -> Decision:
     old = champion.metadata
     old_name = f"champion {old.get('experiment')} (v{registry_version(old) or '?'})"
     metric = settings.metric
-    new_value = _metric(candidate.info["metrics"], metric)
-    old_value = _metric(old["metrics"], metric)
+    # Like with like (decisions/comparable.py): recorded validation values when both models
+    # were validated on the same snapshot, else the validation rows both scored.
+    scores = comparable.selection_scores(
+        settings,
+        (old, champion.predictions),
+        (candidate.info, candidate.predictions),
+    )
+    new_value, old_value = scores.challenger, scores.champion
     reasons: list[str] = []
-    if new_value is None or old_value is None:
+    if scores.problem:
+        reasons.append(f"{name} cannot be compared with the champion: {scores.problem}")
+    elif new_value is None or old_value is None:
         reasons.append(f"{metric} is missing for {name if new_value is None else old_name}")
     elif not settings.beats(new_value, old_value):
         reasons.append(
             f"{name} does not beat the champion on {metric}: {new_value:.4f} vs "
             f"{old_value:.4f} (gain {settings.gain(new_value, old_value):+.4f}, needs > 0 "
-            f"and >= promotion.min_delta = {settings.min_delta})"
+            f"and >= promotion.min_delta = {settings.min_delta}; {scores.basis})"
         )
     lines = [
         f"Selection metric **{metric}** (validation); test metrics are reported, not chosen on.",
+        f"Selection rows: {scores.basis}.",
         "",
         f"| metric | {old_name} | {name} |",
         "|---|---|---|",
+        f"| {metric} (selection rows) | {_fmt(old_value)} | {_fmt(new_value)} |",
     ]
     for dotted in [metric, *(f"test.{m}" for m in compare.HEADLINE)]:
         lines.append(
@@ -606,8 +617,22 @@ def promote(experiment: str | None, options: Options | None = None) -> dict | No
     )
     if options.with_dvc:
         message = f"Promote {metadata['experiment']} (registry v{registry_version(metadata)})"
-        print("record it:\n  " + commit_hint([MODELS_DVC, report], message))
+        print(record_hint(candidate, report, message))
     return metadata
+
+
+def record_hint(candidate: Candidate, report: Path, message: str) -> str:
+    """What to commit, only once the workspace's params.yaml and dvc.lock describe the
+    promoted run: an experiment's model promoted from another workspace is applied first."""
+    paths = [PARAMS_FILE, Path("dvc.lock"), Path("metrics"), Path("plots"), MODELS_DVC, report]
+    held = MODEL_FILE.is_file() and hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest()
+    if held == candidate.sha256:
+        return "record it:\n  " + commit_hint(paths, message)
+    return (
+        f"the workspace (params.yaml, dvc.lock, model/) holds another run than {candidate.name}: "
+        f"bring the promoted run in, then record it:\n  dvc exp apply {candidate.name}\n  "
+        + commit_hint(paths, message)
+    )
 
 
 # --- rollback ------------------------------------------------------------------------------

@@ -1,30 +1,41 @@
 """``make retrain``: a newly arrived chunk, from ingestion to the promotion gate.
 
-1. ingests the next chunk: ``dvc exp run -n retrain-chunk-NNNN -S ingest.chunks=N`` runs the
-   whole pipeline as an experiment (ingest, clean, split, train, out-of-time, drift);
+1. ingests the next chunk: ``dvc exp run --temp -n retrain-chunk-NNNN -S ingest.chunks=N``
+   runs the whole pipeline as an experiment (ingest, clean, split, train, out-of-time, drift)
+   in a temporary directory: the workspace keeps the champion's state meanwhile;
 2. prints what the monitoring stages say about the new chunk (drift share, out-of-time
-   ROC-AUC) and the challenger's test metrics next to the champion's (``models/``);
-3. puts the challenger through the promotion gate, ``baac promote --experiment NAME``, and
-   exits with its status (0: promoted; otherwise the champion stays);
-4. prints what to commit.
+   ROC-AUC), read from the experiment's commit;
+3. puts the challenger through the promotion gate, ``baac promote --experiment
+   NAME``, which compares it with the champion on the validation rows both
+   scored (the challenger was trained on one chunk more: ``decisions/comparable.py``), and
+   exits with its status;
+4. promoted: ``dvc exp apply NAME`` brings the challenger's params, lock, model and metrics
+   into the workspace, and it prints what to commit. Refused: nothing in the workspace
+   changed (``params.yaml``, ``dvc.lock``, ``model/``, ``git status``), the experiment is kept
+   under its name.
 
 The loop it belongs to is described in docs/monitoring.md.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 from baac_severity.config import (
     DRIFT_METRICS,
     OUT_OF_TIME_METRICS,
     PROGRESS_FILE,
+    ROOT,
     chunk_key,
     drift_report,
 )
-from baac_severity.data.io import read_json
+from baac_severity.data.io import read_json, write_text
 from baac_severity.data.progress import next_chunk_count
+from baac_severity.decisions import experiments as ex
+from baac_severity.decisions.promote import MODELS_DVC, experiment_commit
 
 
 def run(command: list[str]) -> int:
@@ -32,10 +43,19 @@ def run(command: list[str]) -> int:
     return subprocess.run(command).returncode
 
 
-def chunk_report(chunk: int) -> None:
+def experiment_json(commit: str, path: Path) -> dict:
+    """A git-tracked metrics file of the experiment's commit ({} when absent or unreadable)."""
+    content = ex.read_repo_file(ROOT, commit, path.as_posix())
+    try:
+        return json.loads(content) if content else {}
+    except ValueError:
+        return {}
+
+
+def chunk_report(chunk: int, commit: str) -> None:
     name = chunk_key(chunk)
-    drift = (read_json(DRIFT_METRICS, default={}).get("drift") or {}).get(name)
-    oot = (read_json(OUT_OF_TIME_METRICS, default={}).get("out_of_time") or {}).get(name)
+    drift = (experiment_json(commit, DRIFT_METRICS).get("drift") or {}).get(name)
+    oot = (experiment_json(commit, OUT_OF_TIME_METRICS).get("out_of_time") or {}).get(name)
     if drift:
         share, rate = drift["share_drifted"], drift["target_rate"]
         report = drift_report(chunk)
@@ -43,6 +63,16 @@ def chunk_report(chunk: int) -> None:
     if oot:
         roc_auc = oot["roc_auc"]
         print(f"retrain: chunk {chunk}: out-of-time ROC-AUC {roc_auc} (trained on earlier chunks)")
+
+
+def apply_keeping_champion(name: str) -> int:
+    """``dvc exp apply NAME``: the workspace's params, lock, model and metrics become the
+    promoted run's. The experiment's commit holds the *previous* champion's models.dvc, so the
+    one the promotion just wrote is put back and checked out (its data is in the DVC cache)."""
+    promoted = MODELS_DVC.read_text()
+    status = run([sys.executable, "-m", "dvc", "exp", "apply", name])
+    write_text(promoted, MODELS_DVC)
+    return status or run([sys.executable, "-m", "dvc", "checkout", "-q", str(MODELS_DVC)])
 
 
 def retrain(name: str | None = None) -> int:
@@ -57,22 +87,28 @@ def retrain(name: str | None = None) -> int:
         return 0
     chunk = next_chunk_count(progress)
     name = name or f"retrain-chunk-{chunk:04d}"
-    experiment = ["exp", "run", "-n", name, "-S", f"ingest.chunks={chunk}"]
+    # --temp: the workspace keeps the champion's params, lock and model unless promoted.
+    experiment = ["exp", "run", "--temp", "-n", name, "-S", f"ingest.chunks={chunk}"]
     status = run([sys.executable, "-m", "dvc", *experiment])
     if status != 0:
         print(f"retrain: the experiment failed (exit {status}); nothing promoted")
         return status
-    chunk_report(chunk)
+    chunk_report(chunk, experiment_commit(name))
     # The gate prints the comparison with the champion (validation, and paired intervals).
     status = run([sys.executable, "-m", "baac_severity.cli", "promote", "--experiment", name])
     if status == 0:
-        print("retrain: promoted. To commit:\n"
+        status = apply_keeping_champion(name)
+    if status == 0:
+        print("retrain: promoted, and applied to the workspace. To commit:\n"
               "  git add params.yaml dvc.lock models.dvc metrics/ plots/ reports/promotions/\n"
               f"  git commit -m 'Retrain on chunk {chunk} ({name})'\n"
               "  dvc push   # the model and data, to your DVC remote\n"
               "then restart the service (make serve) and watch it: make monitor")  # fmt: skip
     else:
         keep, drop = f"dvc exp branch {name} exp/{name}", f"dvc exp remove {name}"
-        print(f"retrain: {name} not promoted (gate exit {status}); the champion stays.")
+        print(
+            f"retrain: {name} not promoted (exit {status}); the champion stays, the "
+            "workspace is as it was."
+        )
         print(f"retrain: to keep the run: {keep}; to drop it: {drop}")
     return status

@@ -25,7 +25,7 @@ import pandas as pd
 
 from baac_severity.config import REPORTS_DIR
 from baac_severity.data.io import atomic_path, write_text
-from baac_severity.decisions import compare
+from baac_severity.decisions import comparable, compare
 from baac_severity.decisions import experiments as ex
 
 BASELINE_STATES = [ex.WORKSPACE, "baseline"]
@@ -98,9 +98,9 @@ def fmt_delta(value: Any, reference: Any) -> str:
 
 
 def table(headers: list[str], rows: Iterable[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A Markdown table of preformatted cells (``fmt``), by tabulate's pipe format."""
+    frame = pd.DataFrame(list(rows), columns=headers, dtype=object)
+    return frame.to_markdown(index=False, disable_numparse=True)
 
 
 def slug(baseline: str, names: list[str]) -> str:
@@ -137,12 +137,11 @@ def _with_workspace(frame: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def ranking_section(rows: pd.DataFrame, settings: compare.Settings) -> str:
-    metric, base = settings.metric, rows.iloc[0]
-    ranked = ex.ranking(rows, metric)
+def ranking_section(selection: comparable.Selection) -> str:
+    metric, base, ranked = selection.metric, selection.base, selection.ranked
     if ranked.empty:
         return f"## Ranking\n\nNo reviewed row has {metric}."
-    reported = [m for m in ("test.roc_auc", "test.f1_macro", "test.log_loss") if m in rows]
+    reported = [m for m in ("test.roc_auc", "test.f1_macro", "test.log_loss") if m in ranked]
     body = [
         [
             str(rank),
@@ -154,20 +153,29 @@ def ranking_section(rows: pd.DataFrame, settings: compare.Settings) -> str:
     ]
     note = (
         f"Ranked on **{metric}** (`promotion.metric`: choose on validation), the baseline and "
-        "the workspace included; test metrics are reported beside, never used to choose."
+        "the workspace included; test metrics are reported beside, never used to choose. "
+        f"Only runs validated on {base['experiment']}'s data snapshot are ranked."
     )
-    return f"## Ranking\n\n{note}\n\n" + table(["#", "experiment", metric, *reported], body)
+    text = f"## Ranking\n\n{note}\n\n" + table(["#", "experiment", metric, *reported], body)
+    if not selection.apart.empty:
+        apart = [
+            [str(row["experiment"]), fmt(row[metric]), str(row[comparable.REASON])]
+            for _, row in selection.apart.iterrows()
+        ]
+        text += (
+            "\n\n**Not ranked: another data snapshot.** Their validation rows differ from "
+            f"{base['experiment']}'s; the uncertainty section compares them on the test rows "
+            "both scored, and the gate (`make promote EXP=...`) on the validation rows both "
+            "scored.\n\n" + table(["experiment", metric, "why"], apart)
+        )
+    return text
 
 
-def best_section(rows: pd.DataFrame, settings: compare.Settings) -> str:
-    metric, base = settings.metric, rows.iloc[0]
-    best = ex.best_row(rows, metric)
-    if best is None:
+def best_section(selection: comparable.Selection, settings: compare.Settings) -> str:
+    metric, base, top = selection.metric, selection.base, selection.top
+    if selection.ranked.empty:
         return f"## Best\n\nNo reviewed experiment has {metric}."
-    challengers = ex.ranking(rows, metric)
-    challengers = challengers[challengers["rev"] != base["rev"]]
-    top = challengers.iloc[0] if not challengers.empty else None
-    if top is None or not settings.beats(float(top[metric]), float(base[metric])):
+    if not selection.beats:
         runner_up = (
             f" The best of the others, {top['experiment']}, has "
             f"{fmt_delta(top[metric], base[metric])}."
@@ -179,14 +187,12 @@ def best_section(rows: pd.DataFrame, settings: compare.Settings) -> str:
             f"({fmt(base[metric])}; needs a gain > 0 and >= promotion.min_delta = "
             f"{settings.min_delta}).{runner_up} Nothing to promote."
         )
-    command = (
-        "make promote" if top["state"] == ex.WORKSPACE else f"make promote EXP={top['experiment']}"
-    )
+    assert top is not None  # selection.beats implies a top challenger
     return (
         f"## Best\n\n**{top['experiment']}** beats {base['experiment']} on {metric}: "
         f"{fmt_delta(top[metric], base[metric])}. Promote it (the gate re-checks it against "
         "the champion, with the paired bootstrap on the test rows):\n\n"
-        f"```bash\n{command}\n```"
+        f"```bash\n{selection.promote_command}\n```"
     )
 
 
@@ -238,8 +244,9 @@ def snapshot_section(rows: pd.DataFrame) -> str:
     columns = [c for c in rows.columns if c in ex.SNAPSHOT_COLUMNS]
     if not columns:
         return "## Data snapshot\n\nNo metrics/data.json in these revisions."
-    body = [[str(r["experiment"]), *map(fmt, r[columns])] for _, r in rows.iterrows()]
-    return "## Data snapshot\n\n" + table(["experiment", *columns], body)
+    why = comparable.reasons(rows, rows.iloc[0]).fillna("same snapshot")
+    body = [[str(r["experiment"]), *map(fmt, r[columns]), fmt(why[i])] for i, r in rows.iterrows()]
+    return "## Data snapshot\n\n" + table(["experiment", *columns, "vs baseline"], body)
 
 
 def unfinished_section(rows: pd.DataFrame) -> str:
@@ -292,23 +299,30 @@ def _curves(axis, repo: Path, rows: pd.DataFrame, path: str, x: str, y: str) -> 
     return drawn
 
 
-def _importance(axis, repo: Path, rows: pd.DataFrame) -> bool:
-    frames = {}
+def _importance(axis, repo: Path, rows: pd.DataFrame, notes: list[str]) -> bool:
+    """Importance differences against the baseline, for the runs whose importance was
+    computed the same way (``comparable.importance_differences``); the others are named."""
+    tables = {}
     for _, row in rows.iterrows():
         data = ex.read_plot(repo, row["rev"], "plots/importance.csv")
         if data is not None and {"feature", "importance"} <= set(data.columns):
-            frames[str(row["experiment"])] = data.groupby("feature")["importance"].mean()
+            tables[str(row["experiment"])] = data
     base = str(rows.iloc[0]["experiment"])
-    if base not in frames or len(frames) < 2:
+    if base not in tables or len(tables) < 2:
         return False
-    diff = pd.DataFrame(frames).sub(frames[base], axis=0).drop(columns=base)
+    diff, apart = comparable.importance_differences(tables, base)
+    notes += [f"- **{n}**: {why} (its own: `dvc plots diff {n}`)" for n, why in apart.items()]
+    if not len(diff.columns):
+        return False
     top = diff.abs().max(axis=1).sort_values().tail(TOP_FEATURES).index
     diff.loc[top].plot.barh(ax=axis)
     axis.set(xlabel=f"importance − {base}", ylabel="")
     return True
 
 
-def render_plots(repo: Path, rows: pd.DataFrame, out_dir: Path, name: str) -> list[str]:
+def render_plots(
+    repo: Path, rows: pd.DataFrame, out_dir: Path, name: str, notes: list[str]
+) -> list[str]:
     """ROC, precision-recall and importance-difference PNGs; their Markdown image lines."""
     import matplotlib
 
@@ -325,7 +339,11 @@ def render_plots(repo: Path, rows: pd.DataFrame, out_dir: Path, name: str) -> li
             "Precision-recall (test)",
             lambda ax: _curves(ax, repo, rows, "plots/precision_recall.csv", "recall", "precision"),
         ),
-        ("importance", "Feature importance vs baseline", lambda ax: _importance(ax, repo, rows)),
+        (
+            "importance",
+            "Feature importance vs baseline",
+            lambda ax: _importance(ax, repo, rows, notes),
+        ),
     ]
     for key, title, draw in figures:
         figure, axis = plt.subplots(figsize=(6, 4.5))
@@ -341,10 +359,13 @@ def render_plots(repo: Path, rows: pd.DataFrame, out_dir: Path, name: str) -> li
 
 
 def plots_section(repo: Path, rows: pd.DataFrame, out_dir: Path, name: str) -> str:
-    images = render_plots(repo, rows, out_dir, name)
+    notes: list[str] = []
+    images = render_plots(repo, rows, out_dir, name, notes)
     finished = rows[rows["state"].isin(ex.OWN_RESULT_STATES)]
     revs = " ".join(str(r) for r in finished["experiment"])
     body = "\n\n".join(images) if images else "No plot files in these revisions."
+    if notes:
+        body += "\n\nFeature importance not compared:\n\n" + "\n".join(notes)
     return (
         f"## Plots\n\n{body}\n\nInteractive, all plots of `dvc.yaml`:\n"
         f"`dvc plots diff {revs} --open`"
@@ -373,11 +394,12 @@ def build_report(
         f"`{' '.join([REGENERATE, *map(str, rows['experiment'].iloc[1:])])} "
         f"--baseline {baseline}`."
     )
+    selection = comparable.select(ranked, rows.iloc[0], settings)
     sections = [
         header,
         metrics_section(rows),
-        ranking_section(ranked, settings),
-        best_section(ranked, settings),
+        ranking_section(selection),
+        best_section(selection, settings),
         uncertainty_section(repo, ranked, settings),
         unfinished_section(rows),
         params_section(rows),

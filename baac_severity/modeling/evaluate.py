@@ -16,6 +16,10 @@ HEADLINE = ("roc_auc", "f1_macro", "f1_weighted", "log_loss")
 # Calibration of the probabilities the service returns: in metrics/train.json after HEADLINE.
 CALIBRATION = ("ece", "brier")
 CALIBRATION_BINS = 15
+# The one list of metrics where lower is better, matched on the end of a metric's last dotted
+# part (test.log_loss, validation.brier, model.size_mb); every other metric is better higher.
+# The gate, the bootstrap verdicts, the review and the dashboard all rank with it.
+LOWER_IS_BETTER = ("loss", "error", "ece", "brier", "size_mb")
 # Coordinate search of the decision weights: candidate weights of a class (the first class
 # keeps 1), and passes over the classes.
 WEIGHT_GRID = np.geomspace(1 / 16, 16, 97)
@@ -23,6 +27,10 @@ WEIGHT_PASSES = 3
 
 # The columns of model/predictions.parquet besides the keys (decisions.compare reads them).
 SPLIT, TARGET, PROBA_PREFIX = "split", "target", "proba."
+
+
+def higher_is_better(metric: str) -> bool:
+    return not metric.rsplit(".", 1)[-1].endswith(LOWER_IS_BETTER)
 
 
 def _rounded(value: float | None) -> float | None:

@@ -1,6 +1,6 @@
 """Rebuild API request records from the bundled BAAC data, and write the example request.
 
-``python -m baac_severity.serving.examples`` writes ``baac_severity/serving/predict_request.json``:
+``baac examples`` writes ``baac_severity/serving/predict_request.json``:
 real accidents of the test split (``data/processed/dataset.parquet``), rebuilt from the normalised
 chunk tables (``data/chunks``) in the request format of ``baac_severity/serving/schemas.py``. The
 tests and the benchmark use ``request_records`` to build real requests the same way.

@@ -1,7 +1,7 @@
 """Replay real held-out accidents as prediction requests, to show monitoring on real traffic.
 
-    python -m baac_severity.serving.replay --split test --n 500
-    python -m baac_severity.serving.replay --split test --n 500 --shift night,rain,rural
+    baac replay --split test --n 500
+    baac replay --split test --n 500 --shift night,rain,rural
 
 Draws ``--n`` accidents of the split (reproducibly, ``--seed``), rebuilds them as request
 records from the chunk tables (``baac_severity/serving/examples.py``) and posts them to the service
@@ -20,6 +20,7 @@ from typing import Any
 
 import requests
 
+from baac_severity.serving import settings
 from baac_severity.serving.client import API_KEY_ENV, API_URL_ENV, DEFAULT_API_URL
 from baac_severity.serving.examples import load_tables, request_records, sample_test_split
 
@@ -62,15 +63,24 @@ def replay(records: list[Record], url: str, key: str, batch: int) -> int:
     return scored
 
 
+def service_key() -> str | None:
+    """The first key of ``API_KEY``, read as the service reads it: environment, then .env."""
+    try:
+        keys = settings.load().keys()
+    except settings.SettingsError as error:
+        raise SystemExit(f"replay: {error}") from None
+    return keys[0].decode() if keys else None
+
+
 def send(
     split: str, n: int, seed: int, batch: int, shifts: list[str], url: str | None = None
 ) -> int:
     """``baac replay``: ``n`` accidents of ``split``, shifted, posted to the service at ``url``
     (default: ``BAAC_API_URL``) with the key of ``API_KEY``."""
     url = url or os.environ.get(API_URL_ENV, DEFAULT_API_URL)
-    key = os.environ.get(API_KEY_ENV)
+    key = service_key()
     if not key:
-        raise SystemExit(f"replay: set {API_KEY_ENV} to the service's key")
+        raise SystemExit(f"replay: set {API_KEY_ENV} (environment or .env) to the service's key")
     keys = sample_test_split(n, seed, split=split)
     records = shifted(request_records(load_tables(), keys), shifts)
     scored = replay(records, url, key, batch)
