@@ -77,14 +77,14 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict:
     repo = fresh_clone(origin, tmp_path_factory.mktemp("clone") / "repo")
     dvc("repro", "-q", cwd=repo)
     commit(repo, "champion: the first 2 chunks")
-    promoted = python(repo, "baac_severity.decisions.promote", "--no-bentoml")
+    promoted = python(repo, "baac_severity.cli", "promote", "--no-bentoml")
     assert promoted.returncode == 0, promoted.stderr
     commit(repo, "promote the 2-chunk champion")
     sets = ["-S", "model=hist_gradient_boosting", "-S", "model.max_iter=40"]
     dvc("exp", "run", "--temp", "-q", "-n", SAME_SNAPSHOT, *sets, cwd=repo)
     champion = json.loads((repo / "models" / "metadata.json").read_text())
     champion_predictions = pd.read_parquet(repo / "models" / "predictions.parquet")
-    retrain = python(repo, "baac_severity.decisions.retrain")
+    retrain = python(repo, "baac_severity.cli", "retrain")
     return {
         "repo": repo,
         "baseline": run(["git", "rev-parse", "HEAD"], repo).stdout.strip(),
@@ -208,7 +208,7 @@ def test_a_refused_retrain_leaves_the_workspace_as_it_was(scenario: dict) -> Non
         path.write_text(text.replace("min_delta: 0.0", "min_delta: 0.5"))
     commit(repo, "promotion.min_delta 0.5")
     before = workspace_state(repo)
-    refused = python(repo, "baac_severity.decisions.retrain")
+    refused = python(repo, "baac_severity.cli", "retrain")
     print(refused.stdout, refused.stderr)
     assert refused.returncode == 1, refused.stdout + refused.stderr
     assert "not promoted" in refused.stdout and "promotion.min_delta = 0.5" in refused.stderr
