@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from pathlib import Path
+
+import pandas as pd
 
 from baac_severity.config import (
-    DRIFT_METRICS,
-    OUT_OF_TIME_METRICS,
+    DRIFT_PLOT,
+    OUT_OF_TIME_PLOT,
     PROGRESS_FILE,
-    chunk_key,
     drift_report,
 )
 from baac_severity.data.io import read_json
@@ -33,17 +35,27 @@ def run(command: list[str]) -> int:
     return subprocess.run(command).returncode
 
 
+def chunk_row(plot: Path, chunk: int) -> dict | None:
+    """The row of ``chunk`` in a monitoring stage's per-chunk plot file."""
+    if not plot.is_file():
+        return None
+    rows = pd.read_csv(plot)
+    rows = rows[rows["chunk"] == chunk]
+    return None if rows.empty else rows.iloc[0].to_dict()
+
+
 def chunk_report(chunk: int) -> None:
-    name = chunk_key(chunk)
-    drift = (read_json(DRIFT_METRICS, default={}).get("drift") or {}).get(name)
-    oot = (read_json(OUT_OF_TIME_METRICS, default={}).get("out_of_time") or {}).get(name)
+    drift = chunk_row(DRIFT_PLOT, chunk)
+    oot = chunk_row(OUT_OF_TIME_PLOT, chunk)
     if drift:
         share, rate = drift["share_drifted"], drift["target_rate"]
         report = drift_report(chunk)
         print(f"retrain: chunk {chunk}: drift share {share}, severe rate {rate} ({report})")
     if oot:
-        roc_auc = oot["roc_auc"]
-        print(f"retrain: chunk {chunk}: out-of-time ROC-AUC {roc_auc} (trained on earlier chunks)")
+        print(
+            f"retrain: chunk {chunk}: out-of-time ROC-AUC {oot['roc_auc']} (trained on earlier "
+            f"chunks), estimated without labels {oot['estimated_roc_auc']}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,6 +6,7 @@ import sys
 from baac_severity.config import load_params
 from baac_severity.data.io import run_stage
 from baac_severity.monitoring.drift import run
+from baac_severity.monitoring.drift_report import render_html
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -15,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
         "training rows of the earlier chunks (params: features, monitor).",
     )
     parser.parse_args(argv)
-    return run_stage("drift", lambda: run(load_params()))
+    return run_stage("drift", lambda: run(load_params(), render_html))
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def drift_by_chunk(repo: Path) -> None:
 
 def live(repo: Path) -> None:
     st.subheader("Live drift of the service log")
-    summary = view.live_drift(repo)
+    summary = view.live_report(repo)
     if summary is None:
         st.info("No live report yet: run `make monitor` after the service has answered requests.")
         return
