@@ -1,7 +1,7 @@
 """What the dashboard's Monitoring page shows, read from a repository's workspace files: the
 out-of-time figures per chunk (``plots/out_of_time.csv``: realized and estimated ROC-AUC) and
 their headline (``metrics/out_of_time.json``), the drift per chunk (``plots/drift_share.csv``,
-``reports/drift/``) and the live report of the service log (``reports/live/drift.json``, written
+``plots/drift_features.csv``, ``reports/drift/``) and the live report of the service log (``reports/live/drift.json``, written
 by ``make monitor``)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from baac_severity.config import (
+    DRIFT_FEATURES,
     DRIFT_PLOT,
     LIVE_DRIFT,
     OUT_OF_TIME_METRICS,
@@ -68,6 +69,29 @@ def worst_chunk(frame: pd.DataFrame) -> int | None:
     return int(
         frame.sort_values(["share_drifted", "chunk"], ascending=[False, True])["chunk"].iloc[0]
     )
+
+
+def worst_features(repo: Path, top: int = 10) -> pd.DataFrame:
+    """The features that drifted in the most chunks (then the largest statistic): feature,
+    chunks drifted, of how many, the chunks, and the largest statistic."""
+    tests = _csv(repo / DRIFT_FEATURES)
+    if tests.empty:
+        return tests
+    drifted = tests[tests["drifted"]]
+    table = (
+        drifted.groupby("feature")
+        .agg(
+            chunks_drifted=("chunk", "size"),
+            chunks=("chunk", lambda c: ", ".join(str(k) for k in sorted(c))),
+            largest_statistic=("statistic", "max"),
+        )
+        .reset_index()
+    )
+    table.insert(2, "of_chunks", tests["chunk"].nunique())
+    table = table.sort_values(
+        ["chunks_drifted", "largest_statistic", "feature"], ascending=[False, False, True]
+    )
+    return table.head(top).reset_index(drop=True)
 
 
 def live_report(repo: Path) -> dict[str, Any] | None:
