@@ -1,8 +1,8 @@
 """What the dashboard's Monitoring page shows, read from a repository's workspace files: the
 out-of-time figures per chunk (``plots/out_of_time.csv``: realized and estimated ROC-AUC) and
 their headline (``metrics/out_of_time.json``), the drift per chunk (``plots/drift_share.csv``,
-``plots/drift_features.csv``, ``reports/drift/``) and the live report of the service log (``reports/live/drift.json``, written
-by ``make monitor``)."""
+``plots/drift_features.csv``, ``reports/drift/``) and the live report of the service log
+(``reports/live/drift.json``, written by ``make monitor``)."""
 
 from __future__ import annotations
 

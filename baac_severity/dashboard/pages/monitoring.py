@@ -90,7 +90,9 @@ def drift_over_time(repo: Path) -> pd.DataFrame:
         .mark_bar()
         .encode(
             x=alt.X("chunk:O", title="arrival chunk"),
-            y=alt.Y("share_drifted:Q", title="share of drifted features", axis=alt.Axis(format="%")),
+            y=alt.Y(
+                "share_drifted:Q", title="share of drifted features", axis=alt.Axis(format="%")
+            ),
             color=alt.condition(
                 alt.datum.share_drifted > alt.datum.max_share_drifted,
                 alt.value("#e4572e"),
