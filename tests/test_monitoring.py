@@ -116,8 +116,10 @@ def test_a_report_draws_every_drifted_feature_and_the_share_against_its_limit(re
         assert f'aria-label="{name}"' in page
     assert page.count('<rect class="reference"') > len(drifted)
     assert page.count('<line class="rule"') == 1 and "limit 10.0 %" in page
-    # Only this chunk's bar is highlighted in the share chart.
+    # The share chart: this chunk's label in bold, the chunks above the limit in red.
+    assert page.count('class="x this"') == 1
     assert f"chunk {worst}: {100 * report.share_drifted:.1f} % of the features" in page
+    assert page.count('<rect class="above"') == sum(share > 0.1 for _, share in shares)
     assert "0.194444" not in page and "0.80049" not in page  # figures are formatted
     undrifted = next(f for f in report.features if not f.drifted and f.test != "absent")
     assert undrifted.distribution is None

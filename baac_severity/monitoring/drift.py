@@ -178,11 +178,15 @@ def distribution(reference: np.ndarray, current: np.ndarray, kind: str) -> Distr
     """Shares of all rows (missing ones in a last bin) per value, for a categorical or
     few-valued feature (the rarest values pooled as "other"), else per equal-width range
     between the 1st and 99th percentiles of both sides (the tails in the end bins)."""
-    present = [side[~np.isnan(side)] for side in (reference, current)]
+    # Rounded: the same value computed two ways (sin of a month) is one bar, not two.
+    present = [np.round(side[~np.isnan(side)], 9) + 0.0 for side in (reference, current)]
     both = np.concatenate(present)
     values = np.unique(both)
     if kind == "categorical" or len(values) <= DRAWN_BINS:
-        shares = [np.array([np.mean(side == v) for v in values]) for side in (reference, current)]
+        shares = [
+            np.array([np.sum(side == v) / max(len(full), 1) for v in values])
+            for side, full in zip(present, (reference, current), strict=True)
+        ]
         order = np.argsort(-np.maximum(*shares), kind="stable")
         kept = np.sort(order[: DRAWN_BINS - 1]) if len(values) > DRAWN_BINS else order[:0]
         if len(kept):

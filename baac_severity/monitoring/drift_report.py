@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from baac_severity.monitoring.drift import (
@@ -25,7 +26,7 @@ from baac_severity.monitoring.drift import (
 )
 
 WIDTH, HEIGHT = 440, 170
-LEFT, RIGHT, TOP, BOTTOM = 40, 8, 10, 52  # room for the axis labels
+LEFT, RIGHT, TOP, BOTTOM = 52, 8, 12, 52  # room for the axis labels
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Tick:
     x: float
     y: float
     label: str
+    css: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,9 @@ def percent(share: float | None) -> str:
 
 
 def _scale(top: float) -> float:
-    return top if top > 0 else 1.0
+    """A round top for the y axis: the next 5 % above ``top`` (1 % below 10 %)."""
+    step = 0.05 if top > 0.1 else 0.01
+    return max(step, float(np.ceil(round(top / step, 6)) * step))
 
 
 def _y(value: float, top: float) -> float:
@@ -103,25 +107,25 @@ def distribution_chart(drawn: Distribution) -> Chart:
 def share_chart(
     shares: Sequence[tuple[str, float]], threshold: float, highlighted: str | None
 ) -> Chart:
-    """The share of drifted features per chunk (or for the live log), the threshold as a
-    dashed line; ``highlighted`` is the chunk of this report."""
-    top = _scale(max([threshold, *(share for _, share in shares)]) * 1.1)
+    """The share of drifted features per chunk (or for the live log), red above the threshold
+    (a dashed line); ``highlighted``: the chunk of this report, its label in bold."""
+    top = _scale(max([threshold, *(share for _, share in shares)]))
     group = (WIDTH - LEFT - RIGHT) / max(len(shares), 1)
     bars, labels = [], []
     for index, (name, share) in enumerate(shares):
         x, y = LEFT + index * group, _y(share, top)
-        css = "current" if name == highlighted else "reference"
         bars.append(
             Bar(
                 round(x + group * 0.15, 1),
                 round(y, 1),
                 round(group * 0.7, 1),
                 round(HEIGHT - BOTTOM - y, 1),
-                css,
+                "above" if share > threshold else "below",
                 f"{name}: {percent(share)} of the features drifted",
             )
         )
-        labels.append(Tick(round(x + group / 2, 1), HEIGHT - BOTTOM + 10, name))
+        css = "this" if name == highlighted else ""
+        labels.append(Tick(round(x + group / 2, 1), HEIGHT - BOTTOM + 10, name, css))
     rule = round(_y(threshold, top), 1)
     return Chart(WIDTH, HEIGHT, bars, labels, _y_ticks(top), rule, f"limit {percent(threshold)}")
 
