@@ -286,7 +286,7 @@ def run(params: DictConfig, cache_folder: Path = BACKTEST_CACHE) -> dict:
         result = chunk_figures(data, k, settings, context, cache)
         if result is not None:
             chunks[k] = result
-            print(
+            tqdm.write(  # above the progress bar, which print() would break
                 f"out-of-time: chunk {k}: roc_auc {result['roc_auc']}, estimated "
                 f"{result['estimated_roc_auc']} ({result['rows']} rows)"
             )
