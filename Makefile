@@ -141,10 +141,11 @@ SWEEP ?= -S 'data.years=[2018]' -S 'ingest.chunks=all' -S 'model=random_forest' 
 .PHONY: dashboard review sweep exps bench_dashboard
 
 # `dvc exp show` keeps the columns that fit from the left (metrics, then params, then deps);
-# this keeps the selection and test ROC-AUC, the model size and the params that changed.
+# this keeps the selection and test ROC-AUC, the model size, the mean out-of-time ROC-AUC and
+# the params that changed.
 exps: ## experiments at a glance: validation/test ROC-AUC, model size, changed params
 	$(RUN) dvc exp show --no-pager --only-changed \
-		--drop 'Created|(validation|test)\.(?!roc_auc)|chunks_|rows|data_as_of'
+		--drop 'Created|(validation|test)\.(?!roc_auc)|chunks_|rows|data_as_of|out_of_time\.(?!mean_roc_auc)|drift\.'
 
 bench_dashboard: ## dashboard in headless chromium, 30 experiments: cold and warm page loads
 	$(RUN) python bench/dashboard_browser.py

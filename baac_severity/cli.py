@@ -237,14 +237,23 @@ def monitor(
     max_share: Annotated[
         float | None, typer.Option(help="default: params monitor.max_share_drifted")
     ] = None,
+    max_drop: Annotated[
+        float | None,
+        typer.Option(
+            help="alert when the estimated ROC-AUC falls this far below the test ROC-AUC; "
+            "default: params monitor.max_estimated_drop"
+        ),
+    ] = None,
 ) -> None:
-    """Drift report of the service's prediction log against the promoted model's training rows.
+    """Drift report of the service's prediction log against the promoted model's training
+    rows, and its ROC-AUC estimated without labels (CBPE) against the model's test ROC-AUC.
 
-    Exit status: 0 no drift; 1 drift above the threshold; 2 no promoted model or no logged row.
+    Exit status: 0 no drift and no estimated drop; 1 drift above the threshold or an estimated
+    drop beyond monitor.max_estimated_drop; 2 no promoted model or no logged row.
     """
     from baac_severity.monitoring import live
 
-    _exit(live.monitor(log_dir, max_share, all_versions, since, report_dir))
+    _exit(live.monitor(log_dir, max_share, all_versions, since, report_dir, max_drop))
 
 
 @app.command()

@@ -49,6 +49,7 @@ EVALUATION = MODEL_DIR / "evaluation.json"  # every metric, per class and per ye
 PREDICTIONS_FILE = MODEL_DIR / "predictions.parquet"
 PROMOTED_MODEL = PROMOTED_DIR / MODEL_FILENAME
 PROMOTED_METADATA = PROMOTED_DIR / METADATA_FILENAME
+PROMOTED_PREDICTIONS = PROMOTED_DIR / PREDICTIONS_FILE.name
 PROMOTIONS_DIR = REPORTS_DIR / "promotions"
 PARAMS_FILE = Path("params.yaml")
 # Monitoring (docs/monitoring.md): out-of-time evaluation, drift per chunk, live drift.
@@ -58,14 +59,10 @@ OUT_OF_TIME_METRICS = METRICS_DIR / "out_of_time.json"
 OUT_OF_TIME_PLOT = PLOTS_DIR / "out_of_time.csv"
 DRIFT_METRICS = METRICS_DIR / "drift.json"
 DRIFT_PLOT = PLOTS_DIR / "drift_share.csv"
+DRIFT_FEATURES = PLOTS_DIR / "drift_features.csv"  # per chunk and feature: not a chart
 DRIFT_REPORTS = REPORTS_DIR / "drift"
 LIVE_DRIFT = REPORTS_DIR / "live" / "drift.json"
 LIVE_DRIFT_REPORT = REPORTS_DIR / "live" / "drift.html"
-
-
-def chunk_key(chunk: int) -> str:
-    """The key of an arrival chunk in the monitoring metrics: ``out_of_time.chunk_0007``."""
-    return f"chunk_{chunk:04d}"
 
 
 def drift_report(chunk: int, folder: Path = DRIFT_REPORTS) -> Path:

@@ -13,6 +13,7 @@ from baac_severity.config import DATASET, ROOT
 from baac_severity.features import ACCIDENT, GROUPS, build_features, feature_names
 from baac_severity.modeling import evaluate
 from baac_severity.monitoring import drift
+from baac_severity.monitoring.drift_report import render_html
 from baac_severity.testing.sandbox import dvc, make_pipeline_repo
 
 ONLY_2024 = {"day_of_week", "col", "dep_code", "vma", "min_age", "share_protected"}
@@ -94,26 +95,71 @@ def test_the_first_2024_chunks_drift_most_on_the_bundled_data(real):
     assert appeared >= ONLY_2024
     # Chunk 7, the first chunk made only of 2024 accidents, drifts more than any 2018 chunk.
     assert shares[first_2024 + 1] > max(shares[k] for k in only_2018)
-    html = drift.render_html(reports[first_2024])
-    assert "day_of_week" in html and "appeared" in html
+    page = render_html(reports[first_2024], [(str(k), v) for k, v in shares.items()], 0.1)
+    assert "day_of_week" in page and "appeared" in page
+
+
+def test_a_report_draws_every_drifted_feature_and_the_share_against_its_limit(real):
+    """The report of the most drifted bundled chunk: one chart per drifted feature (reference
+    and current bars), the share per chunk with the limit's dashed line, formatted figures,
+    and at most 300 KB."""
+    dataset, _ = real
+    reports = dict(drift.chunk_reports(dataset, GROUPS, 2))
+    shares = [(f"chunk {k}", r.share_drifted) for k, r in reports.items()]
+    worst = max(reports, key=lambda k: reports[k].share_drifted)
+    report = reports[worst]
+    page = render_html(report, shares, 0.1, f"chunk {worst}")
+    assert len(page.encode()) <= 300_000
+    drifted = report.drifted
+    assert drifted and page.count('aria-label="') == len(drifted) + 1  # + the share chart
+    for name in drifted:
+        assert f'aria-label="{name}"' in page
+    assert page.count('<rect class="reference"') > len(drifted)
+    assert page.count('<line class="rule"') == 1 and "limit 10.0 %" in page
+    # The share chart: this chunk's label in bold, the chunks above the limit in red.
+    assert page.count('class="x this"') == 1
+    assert f"chunk {worst}: {100 * report.share_drifted:.1f} % of the features" in page
+    assert page.count('<rect class="above"') == sum(share > 0.1 for _, share in shares)
+    assert "0.194444" not in page and "0.80049" not in page  # figures are formatted
+    undrifted = next(f for f in report.features if not f.drifted and f.test != "absent")
+    assert undrifted.distribution is None
+
+
+def test_a_distribution_keeps_every_row_in_its_bars():
+    rng = np.random.default_rng(1)
+    reference = np.r_[rng.normal(size=900), np.full(100, np.nan)]
+    current = rng.normal(1.0, size=1000)
+    drawn = drift.distribution(reference, current, "numerical")
+    assert len(drawn.bins) == drift.DRAWN_BINS + 1 and drawn.bins[-1] == "missing"
+    assert sum(drawn.reference) == pytest.approx(1, abs=1e-3)
+    assert sum(drawn.current) == pytest.approx(1, abs=1e-3)
+    assert drawn.reference[-1] == pytest.approx(0.1) and drawn.current[-1] == 0
+    codes = drift.distribution(np.arange(40.0) % 20, np.arange(40.0) % 3, "categorical")
+    assert codes.bins[-1] == "other" and len(codes.bins) == drift.DRAWN_BINS
+    assert sum(codes.reference) == pytest.approx(1, abs=1e-3)
 
 
 def test_monitoring_page_renders_the_workspace_figures(monkeypatch):
     if not (ROOT / "metrics" / "out_of_time.json").is_file():
         pytest.skip("no out-of-time metrics in the workspace")
     monkeypatch.setenv("BAAC_DASHBOARD_REPO", str(ROOT))
-    at = AppTest.from_file(
-        str(ROOT / "baac_severity" / "dashboard" / "views" / "monitoring.py"), default_timeout=60
-    )
+    page = ROOT / "baac_severity" / "dashboard" / "views" / "monitoring.py"
+    at = AppTest.from_file(str(page), default_timeout=60)
     at.run()
     assert not at.exception
     titles = [s.value for s in at.subheader]
-    assert titles == [
-        "ROC-AUC by arrival chunk",
-        "Drift share per arrival chunk",
-        "Live drift of the service log",
+    assert titles[:4] == [
+        "1. Performance over time",
+        "2. Drift share over time",
+        "3. The features that drift most",
+        "4. Drift report of a chunk",
     ]
     labels = {m.label: m.value for m in at.metric}
     assert labels["2018 → 2024 transfer ROC-AUC"] not in (None, "", "—")
-    chunks = at.table[1].value  # static tables: the numbers as shown, chunk as the index
-    assert "report" in chunks and min(int(chunk) for chunk in chunks.index) == 2
+    assert float(labels["estimation error (mean, no label)"]) < 0.05
+    performance = at.dataframe[0].value
+    assert {"roc_auc", "estimated_roc_auc", "estimate_error"} <= set(performance)
+    # The report selector opens on the most drifted chunk.
+    shares = pd.read_csv(ROOT / "plots" / "drift_share.csv")
+    most = int(shares.loc[shares["share_drifted"].idxmax(), "chunk"])
+    assert at.selectbox(key="drift-chunk").value == most

@@ -67,6 +67,7 @@ from baac_severity.config import (
     PROMOTED_DIR,
     PROMOTED_METADATA,
     PROMOTED_MODEL,
+    PROMOTED_PREDICTIONS,
     PROMOTIONS_DIR,
     ROOT,
 )
@@ -82,8 +83,6 @@ if TYPE_CHECKING:
 BENTO_MODEL_NAME = "baac-severity"
 REGISTERED_MODEL = "baac-severity"
 CHAMPION, PREVIOUS = "champion", "previous"
-PREDICTIONS_NAME = "predictions.parquet"
-PROMOTED_PREDICTIONS = PROMOTED_DIR / PREDICTIONS_NAME
 MODELS_DVC = Path(f"{PROMOTED_DIR}.dvc")
 # Test hook: SIGKILL this process when it reaches the named step (staged, switched).
 KILL_ENV = "BAAC_PROMOTE_KILL_AT"
@@ -600,7 +599,7 @@ def promote(experiment: str | None, options: Options | None = None) -> dict | No
         (staged / MODEL_FILENAME).write_bytes(candidate.model)
         write_json(metadata, staged / METADATA_FILENAME)
         if candidate.predictions_file is not None:
-            (staged / PREDICTIONS_NAME).write_bytes(candidate.predictions_file)
+            (staged / PROMOTED_PREDICTIONS.name).write_bytes(candidate.predictions_file)
         if options.with_dvc:
             dvc_add(staged)
         write_text(promotion_report(metadata, decision, options.reason), stage / report.name)

@@ -19,17 +19,18 @@ The loop it belongs to is described in docs/monitoring.md.
 
 from __future__ import annotations
 
-import json
+import io
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from baac_severity.config import (
-    DRIFT_METRICS,
-    OUT_OF_TIME_METRICS,
+    DRIFT_PLOT,
+    OUT_OF_TIME_PLOT,
     PROGRESS_FILE,
     ROOT,
-    chunk_key,
     drift_report,
 )
 from baac_severity.data.io import read_json, write_text
@@ -43,26 +44,29 @@ def run(command: list[str]) -> int:
     return subprocess.run(command).returncode
 
 
-def experiment_json(commit: str, path: Path) -> dict:
-    """A git-tracked metrics file of the experiment's commit ({} when absent or unreadable)."""
-    content = ex.read_repo_file(ROOT, commit, path.as_posix())
-    try:
-        return json.loads(content) if content else {}
-    except ValueError:
-        return {}
+def chunk_row(commit: str, plot: Path, chunk: int) -> dict | None:
+    """The row of ``chunk`` in a monitoring stage's per-chunk plot file at the experiment's
+    commit (``--temp``: the workspace does not have it)."""
+    content = ex.read_repo_file(ROOT, commit, plot.as_posix())
+    if not content:
+        return None
+    rows = pd.read_csv(io.BytesIO(content))
+    rows = rows[rows["chunk"] == chunk]
+    return None if rows.empty else rows.iloc[0].to_dict()
 
 
 def chunk_report(chunk: int, commit: str) -> None:
-    name = chunk_key(chunk)
-    drift = (experiment_json(commit, DRIFT_METRICS).get("drift") or {}).get(name)
-    oot = (experiment_json(commit, OUT_OF_TIME_METRICS).get("out_of_time") or {}).get(name)
+    drift = chunk_row(commit, DRIFT_PLOT, chunk)
+    oot = chunk_row(commit, OUT_OF_TIME_PLOT, chunk)
     if drift:
         share, rate = drift["share_drifted"], drift["target_rate"]
         report = drift_report(chunk)
         print(f"retrain: chunk {chunk}: drift share {share}, severe rate {rate} ({report})")
     if oot:
-        roc_auc = oot["roc_auc"]
-        print(f"retrain: chunk {chunk}: out-of-time ROC-AUC {roc_auc} (trained on earlier chunks)")
+        print(
+            f"retrain: chunk {chunk}: out-of-time ROC-AUC {oot['roc_auc']} (trained on earlier "
+            f"chunks), estimated without labels {oot['estimated_roc_auc']}"
+        )
 
 
 def apply_keeping_champion(name: str) -> int:

@@ -3,8 +3,10 @@
 For each arrival chunk k from ``monitor.first_chunk`` on, the model features of every accident
 of chunk k (the *current* data) are compared with those of the training rows of chunks < k
 (the *reference*), one feature at a time, and the severe rate with the reference's. Writes one
-HTML report per chunk (``reports/drift/chunk-NNNN.html``), ``metrics/drift.json``
-(``drift.chunk_NNNN.share_drifted`` and ``.target_rate``) and ``plots/drift_share.csv``.
+HTML report per chunk (``reports/drift/chunk-NNNN.html``, drawn by ``drift_report.py``),
+``plots/drift_share.csv`` (share of drifted features and severe rate per chunk),
+``plots/drift_features.csv`` (each feature's test per chunk) and the DVC
+metric ``metrics/drift.json``, the headline only: the highest share and its chunk.
 
 The tests are Evidently's defaults (``evidently.legacy.calculations.stattests``), implemented
 here with scipy because Evidently 0.7.23, the latest release, cannot be imported with pandas 3
@@ -22,8 +24,10 @@ The same comparison runs on the service's live log (``baac_severity.monitoring.l
 
 from __future__ import annotations
 
-import html
-from dataclasses import asdict, dataclass
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -33,10 +37,10 @@ from scipy.spatial import distance
 
 from baac_severity.config import (
     DATASET,
+    DRIFT_FEATURES,
     DRIFT_METRICS,
     DRIFT_PLOT,
     DRIFT_REPORTS,
-    chunk_key,
     drift_report,
 )
 from baac_severity.data.io import remove_leftovers, write_json, write_text
@@ -48,6 +52,17 @@ P_VALUE_THRESHOLD = 0.05
 FEW_VALUES = 5  # a numerical feature with at most this many distinct values is binned by value
 HISTOGRAM_FROM = 20  # Jensen-Shannon bins a numerical feature by Sturges above this many values
 TARGET = "severe"
+DRAWN_BINS = 12  # bars per side in a report's distribution chart
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Share of the reference and current rows per bin (a value, a range, or missing): what
+    a report draws for a drifted feature."""
+
+    bins: list[str]
+    reference: list[float]
+    current: list[float]
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,7 @@ class FeatureDrift:
     drifted: bool
     reference_missing: float  # share of missing values
     current_missing: float
+    distribution: Distribution | None = None  # drawn for the drifted features only
 
 
 @dataclass(frozen=True)
@@ -154,21 +170,67 @@ def _two_proportion_p_value(reference: np.ndarray, current: np.ndarray) -> float
     return float(2 * stats.norm.sf(abs(z)))
 
 
+def _value_label(value: float) -> str:
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.3g}"
+
+
+def distribution(reference: np.ndarray, current: np.ndarray, kind: str) -> Distribution:
+    """Shares of all rows (missing ones in a last bin) per value, for a categorical or
+    few-valued feature (the rarest values pooled as "other"), else per equal-width range
+    between the 1st and 99th percentiles of both sides (the tails in the end bins)."""
+    # Rounded: the same value computed two ways (sin of a month) is one bar, not two.
+    present = [np.round(side[~np.isnan(side)], 9) + 0.0 for side in (reference, current)]
+    both = np.concatenate(present)
+    values = np.unique(both)
+    if kind == "categorical" or len(values) <= DRAWN_BINS:
+        shares = [
+            np.array([np.sum(side == v) / max(len(full), 1) for v in values])
+            for side, full in zip(present, (reference, current), strict=True)
+        ]
+        order = np.argsort(-np.maximum(*shares), kind="stable")
+        kept = np.sort(order[: DRAWN_BINS - 1]) if len(values) > DRAWN_BINS else order[:0]
+        if len(kept):
+            bins = [_value_label(v) for v in values[kept]] + ["other"]
+            shares = [np.r_[share[kept], share.sum() - share[kept].sum()] for share in shares]
+        else:
+            bins = [_value_label(v) for v in values]
+    else:
+        low, high = np.percentile(both, [1, 99]) if len(both) else (0.0, 1.0)
+        edges = np.linspace(low, high, DRAWN_BINS + 1) if high > low else np.array([low, low + 1])
+        shares = [
+            np.histogram(np.clip(side, edges[0], edges[-1]), edges)[0] / max(len(full), 1)
+            for side, full in zip(present, (reference, current), strict=True)
+        ]
+        bins = [f"{_value_label(a)}–{_value_label(b)}" for a, b in itertools.pairwise(edges)]
+    missing = [float(np.isnan(side).mean()) if len(side) else 0.0 for side in (reference, current)]
+    if any(missing):
+        bins.append("missing")
+        shares = [np.r_[share, m] for share, m in zip(shares, missing, strict=True)]
+    reference_shares, current_shares = ([round(float(x), 4) for x in s] for s in shares)
+    return Distribution(bins, reference_shares, current_shares)
+
+
 def feature_drift(name: str, reference: pd.Series, current: pd.Series, kind: str) -> FeatureDrift:
-    ref = reference.to_numpy(dtype=float, na_value=np.nan)
-    cur = current.to_numpy(dtype=float, na_value=np.nan)
+    all_ref = reference.to_numpy(dtype=float, na_value=np.nan)
+    all_cur = current.to_numpy(dtype=float, na_value=np.nan)
     missing = {
-        "reference_missing": round(float(np.isnan(ref).mean()), 6) if len(ref) else 1.0,
-        "current_missing": round(float(np.isnan(cur).mean()), 6) if len(cur) else 1.0,
+        "reference_missing": round(float(np.isnan(all_ref).mean()), 6) if len(all_ref) else 1.0,
+        "current_missing": round(float(np.isnan(all_cur).mean()), 6) if len(all_cur) else 1.0,
     }
-    ref, cur = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
+    ref, cur = all_ref[~np.isnan(all_ref)], all_cur[~np.isnan(all_cur)]
     if len(ref) == 0 or len(cur) == 0:
         test = "absent" if len(ref) == len(cur) == 0 else "appeared" if len(cur) else "vanished"
-        return FeatureDrift(name, kind, test, None, None, test != "absent", **missing)
+        drawn = None if test == "absent" else distribution(all_ref, all_cur, kind)
+        return FeatureDrift(
+            name, kind, test, None, None, test != "absent", **missing, distribution=drawn
+        )
     test, value, drifted = _test(ref, cur, kind)
     threshold = DISTANCE_THRESHOLD if len(ref) > LARGE_REFERENCE else P_VALUE_THRESHOLD
     statistic = round(float(value), 6)
-    return FeatureDrift(name, kind, test, statistic, threshold, bool(drifted), **missing)
+    drawn = distribution(all_ref, all_cur, kind) if drifted else None
+    return FeatureDrift(
+        name, kind, test, statistic, threshold, bool(drifted), **missing, distribution=drawn
+    )
 
 
 def compare(
@@ -204,53 +266,6 @@ def compare(
     )
 
 
-# --- the HTML report: one self-contained page, no script, no wall clock --------------------
-
-STYLE = """body{font-family:sans-serif;margin:2em;max-width:70em}
-table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}
-td:first-child,th:first-child{text-align:left}tr.drift{background:#fde2e1}"""
-
-
-def _cell(value: object) -> str:
-    return "—" if value is None else html.escape(str(value))
-
-
-def render_html(report: DriftReport) -> str:
-    columns = list(asdict(report.features[0])) if report.features else []
-    rows = [report.target] if report.target is not None else []
-    rows += sorted(report.features, key=lambda f: (not f.drifted, f.feature))
-    body = "\n".join(
-        f'<tr class="{"drift" if row.drifted else ""}">'
-        + "".join(f"<td>{_cell(getattr(row, c))}</td>" for c in columns)
-        + "</tr>"
-        for row in rows
-    )
-    target = (
-        f"<p>Severe rate: reference {report.reference_target_rate}, current "
-        f"{report.current_target_rate} (first row of the table).</p>"
-        if report.target is not None
-        else ""
-    )
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(report.title)}</title>
-<style>{STYLE}</style></head><body>
-<h1>{html.escape(report.title)}</h1>
-<p>Reference: {html.escape(report.reference)} ({report.reference_rows} rows).
-Current: {html.escape(report.current)} ({report.current_rows} rows).</p>
-<p><strong>{len(report.drifted)} of {len(report.tested)} features drifted
-(share {report.share_drifted})</strong>: {html.escape(", ".join(report.drifted) or "none")}.</p>
-{target}
-<p>Tests (Evidently's defaults): above {LARGE_REFERENCE} reference rows, normed Wasserstein
-distance (numerical, more than {FEW_VALUES} values) or Jensen-Shannon distance, drift at
-&ge; {DISTANCE_THRESHOLD}; otherwise Kolmogorov-Smirnov, chi-squared or Z-test p-values, drift
-below {P_VALUE_THRESHOLD}. Missing values are left out of the tests; a feature with values on
-one side only has <em>appeared</em> or <em>vanished</em> (drift).</p>
-<table><tr>{"".join(f"<th>{c}</th>" for c in columns)}</tr>
-{body}
-</table></body></html>
-"""
-
-
 # --- the stage ------------------------------------------------------------------------------
 
 
@@ -275,26 +290,66 @@ def chunk_reports(dataset: pd.DataFrame, groups: list[str], first_chunk: int) ->
     return reports
 
 
-def run(params: DictConfig) -> dict:
-    remove_leftovers(DRIFT_REPORTS, DRIFT_METRICS, DRIFT_PLOT)
+def feature_table(reports: list[tuple[int, DriftReport]]) -> pd.DataFrame:
+    """One row per chunk and feature: its test, statistic and verdict (the Monitoring page's
+    "worst features")."""
+    rows = [
+        {
+            "chunk": k,
+            "feature": f.feature,
+            "test": f.test,
+            "statistic": f.statistic,
+            "drifted": f.drifted,
+        }
+        for k, report in reports
+        for f in report.tested
+    ]
+    return pd.DataFrame(rows, columns=["chunk", "feature", "test", "statistic", "drifted"])
+
+
+class Renderer(Protocol):
+    """``drift_report.render_html``: a report's page (the stage wires it in, so that the
+    statistics here know nothing of HTML)."""
+
+    def __call__(
+        self,
+        report: DriftReport,
+        shares: Sequence[tuple[str, float]],
+        threshold: float,
+        highlighted: str | None = None,
+        links: dict[str, str] | None = None,
+    ) -> str: ...
+
+
+def run(params: DictConfig, render_html: Renderer) -> dict:
+    remove_leftovers(DRIFT_REPORTS, DRIFT_METRICS, DRIFT_PLOT, DRIFT_FEATURES)
     dataset = pd.read_parquet(DATASET)
     reports = chunk_reports(dataset, list(params.features.groups), params.monitor.first_chunk)
-    metrics: dict = {}
+    limit = float(params.monitor.max_share_drifted)
+    shares = [(f"chunk {k}", report.share_drifted) for k, report in reports]
     for k, report in reports:
-        write_text(render_html(report), drift_report(k))
-        metrics[chunk_key(k)] = {
-            "share_drifted": report.share_drifted,
-            "target_rate": report.current_target_rate,
+        links = {
+            label: "" if other == k else drift_report(other).name
+            for (label, _), (other, _) in zip(shares, reports, strict=True)
         }
+        write_text(render_html(report, shares, limit, f"chunk {k}", links), drift_report(k))
         print(
             f"drift: chunk {k}: share {report.share_drifted}, severe {report.current_target_rate}"
         )
-    if reports:
-        worst = max(reports, key=lambda item: item[1].share_drifted)[0]
-        metrics["most_drifted_chunk"] = worst
-    write_json({"drift": metrics}, DRIFT_METRICS)
     plot = pd.DataFrame(
-        {"chunk": [k for k, _ in reports], "share_drifted": [r.share_drifted for _, r in reports]}
+        {
+            "chunk": [k for k, _ in reports],
+            "share_drifted": [r.share_drifted for _, r in reports],
+            "drifted_features": [len(r.drifted) for _, r in reports],
+            "target_rate": [r.current_target_rate for _, r in reports],
+            "max_share_drifted": limit,
+        }
     )
     write_text(plot.to_csv(index=False), DRIFT_PLOT)
+    write_text(feature_table(reports).to_csv(index=False), DRIFT_FEATURES)
+    metrics: dict = {}
+    if reports:
+        worst, report = max(reports, key=lambda item: (item[1].share_drifted, -item[0]))
+        metrics = {"highest_share": report.share_drifted, "most_drifted_chunk": worst}
+    write_json({"drift": metrics}, DRIFT_METRICS)
     return metrics

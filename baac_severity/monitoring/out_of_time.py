@@ -1,25 +1,33 @@
 """Stage ``out-of-time``: how does a model trained on earlier data do on data that arrives later?
 
-For each arrival chunk k from ``monitor.first_chunk`` on, a model with the configured target,
-features and model (a forest gets ``monitor.n_estimators`` trees) is fitted on the training rows
-of chunks < k and scores every row of chunk k, none of which it has seen. Also the 2018 → 2024
-transfer: fitted on the 2018 training rows, scored on every 2024 row. Writes
-``metrics/out_of_time.json`` (``out_of_time.chunk_NNNN.*``, a summary with the in-sample test
-ROC-AUC of ``metrics/train.json`` for reference, ``out_of_time.transfer_2018_2024``) and
-``plots/out_of_time.csv``.
+For each arrival chunk k from ``monitor.first_chunk`` on, a *light* model (the configured target,
+features and model family, with the small budget ``monitor.light.<family>``) is fitted on the
+training rows of chunks < k and scores every row of chunk k, none of which it has seen. Beside
+the realized ROC-AUC, the ROC-AUC estimated from the probabilities alone, as live traffic would
+allow before its labels arrive (``monitoring/estimate.py``, CBPE), with the calibration fitted on
+the validation rows of chunks < k. Also the 2018 → 2024 transfer: fitted on the 2018 training
+rows, scored on every 2024 row.
+
+Writes ``plots/out_of_time.csv`` (every figure per chunk: what the Monitoring page and
+``dvc plots show`` read) and the DVC metric ``metrics/out_of_time.json``, the headline only
+(mean and worst ROC-AUC, the estimation's mean absolute error, the transfer), so that
+``dvc exp show`` stays readable.
 
 Incremental: each chunk's figures are cached in ``data/processed/monitor/backtest_cache/``
 (a persistent DVC output, like the split registry) under a key made of everything that
 determines them: the chunk, the model settings, the target, the feature columns and a hash of
-the training rows and of the scored rows. When chunk 13 arrives, one new fit runs and the
+the training, calibration and scored rows. When chunk 13 arrives, one new fit runs and the
 figures of chunks 2-12 are read back byte for byte. The transfer model is cached the same way,
 keyed by its training rows, and re-scores the 2024 rows (which grow) without a new fit.
+The cache is hand-written rather than ``joblib.Memory``: joblib stores each call's duration and
+time in the folder, a DVC output, which would change ``dvc.lock`` on every run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +36,13 @@ import joblib
 import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
 
 from baac_severity.config import (
     BACKTEST_CACHE,
     OUT_OF_TIME_METRICS,
     OUT_OF_TIME_PLOT,
     TRAIN_METRICS,
-    chunk_key,
 )
 from baac_severity.data.io import (
     atomic_path,
@@ -45,28 +53,40 @@ from baac_severity.data.io import (
 )
 from baac_severity.modeling import evaluate
 from baac_severity.modeling.train import TrainingData, load_training_data, make_model
+from baac_severity.monitoring.estimate import estimate_roc_auc, fit_calibration
 
 SOURCE_YEAR, TARGET_YEAR = 2018, 2024
 FIGURES = ("roc_auc", "f1_weighted", "log_loss", "ece")
-# Every key of the DVC metric is a `dvc exp show` column, and DVC 3 collapses the table from the
-# right: past ~110 columns even the first metric (validation.roc_auc) is cut at 160 characters.
-# So the metric keeps the ROC-AUC per chunk (and a few transfer figures); every figure of every
-# chunk is in the plot file, which `dvc plots show` and the dashboard's Monitoring page read.
-METRIC_FIGURES = ("roc_auc",)
-TRANSFER_FIGURES = ("roc_auc", "ece", "rows")
-PLOT_COLUMNS = ["chunk", *FIGURES, "base_rate", "rows", "train_rows", "test_roc_auc"]
+PLOT_COLUMNS = [
+    "chunk",
+    "roc_auc",
+    "estimated_roc_auc",
+    *FIGURES[1:],
+    "base_rate",
+    "rows",
+    "train_rows",
+    "test_roc_auc",
+]
+# Part of every cache key: a change of the estimation method invalidates the cached figures.
+ESTIMATOR = "cbpe-isotonic-validation-of-earlier-chunks"
 
 
 def light_model(params: DictConfig) -> dict[str, Any]:
-    """The configured model, with ``monitor.n_estimators`` trees for a forest (the stage
-    refits once per chunk); other models as configured."""
+    """The configured model with the budget of ``monitor.light.<family>`` (fewer trees, fewer
+    boosting iterations): the stage refits once per chunk, whatever the family."""
     config = OmegaConf.to_container(params.model, resolve=True)
     if not isinstance(config, dict):
         raise SystemExit(f"params.yaml: model must be a mapping, not {config!r}")
     settings = {str(key): value for key, value in config.items()}
-    if "n_estimators" in settings:
-        settings["n_estimators"] = int(params.monitor.n_estimators)
-    return settings
+    budgets = OmegaConf.to_container(params.monitor.light, resolve=True)
+    budget = budgets.get(settings["name"]) if isinstance(budgets, dict) else None
+    if not isinstance(budget, dict):
+        raise SystemExit(
+            f"params.yaml: monitor.light has no budget for model {settings['name']!r} "
+            f"(conf/monitor/default.yaml): the out-of-time stage would refit the full model "
+            f"once per chunk"
+        )
+    return {**settings, **{str(key): value for key, value in budget.items()}}
 
 
 def fit_light_model(
@@ -148,17 +168,24 @@ def chunk_figures(
     data: TrainingData, chunk: int, settings: dict[str, Any], context: dict, cache: Cache
 ) -> dict | None:
     """Figures of chunk ``chunk``, from the cache or from one new fit; None without training
-    rows or scored rows (e.g. road users before 2019)."""
-    train = (data.split == "train") & (data.chunk < chunk)
+    rows or scored rows (e.g. road users before 2019). Beside the realized ROC-AUC, the one
+    estimated from the probabilities alone (``monitoring/estimate.py``), calibrated on the
+    validation rows of the same earlier chunks (none of which the model trained on)."""
+    earlier = data.chunk < chunk
+    train, calibration = earlier & (data.split == "train"), earlier & (data.split == "validation")
     scored = data.chunk == chunk
     if not train.any() or not scored.any():
         return None
     x_train, y_train, x_scored, y_scored = _fold(data, train, scored)
+    x_calibration = data.features.loc[calibration, x_train.columns]
+    y_calibration = data.target[calibration]
     key = cache_key(
         chunk=chunk,
         model=settings,
         **context,
+        estimator=ESTIMATOR,
         train=rows_digest(x_train, y_train),
+        calibration=rows_digest(x_calibration, y_calibration),
         scored=rows_digest(x_scored, y_scored),
     )
     path = cache.path(f"chunk-{chunk:04d}", key, ".json")
@@ -166,11 +193,29 @@ def chunk_figures(
         return read_json(path)
     model = fit_light_model(settings, x_train, y_train)
     cache.fits += 1
-    result = figures(
-        y_scored, class_probabilities(model, x_scored, data.classes), data, len(y_train)
+    proba = class_probabilities(model, x_scored, data.classes)
+    result = figures(y_scored, proba, data, len(y_train))
+    result["estimated_roc_auc"] = estimated_roc_auc(
+        model, proba, x_calibration, y_calibration, data
     )
     write_json(result, path)
     return result
+
+
+def estimated_roc_auc(
+    model: Any,
+    proba: np.ndarray,
+    x_calibration: pd.DataFrame,
+    y_calibration: np.ndarray,
+    data: TrainingData,
+) -> float | None:
+    """CBPE's estimate of the ROC-AUC of rows scored ``proba``, calibrated on the labelled rows
+    ``x_calibration``; from the raw probabilities when they hold a single class or none."""
+    calibration = None
+    if len(np.unique(y_calibration)) > 1:
+        calibration_proba = class_probabilities(model, x_calibration, data.classes)
+        calibration = fit_calibration(calibration_proba, y_calibration, data.classes)
+    return estimate_roc_auc(proba, data.classes, calibration)
 
 
 def transfer_figures(
@@ -195,17 +240,36 @@ def transfer_figures(
     return figures(y_scored, proba, data, len(y_train))
 
 
-def summary(chunks: dict[int, dict], test_roc_auc: float | None) -> dict:
+def summary(chunks: dict[int, dict], transfer: dict | None) -> dict:
+    """The headline (the DVC metric): mean and worst realized ROC-AUC over the chunks, the mean
+    absolute error of the estimated ROC-AUC, and the transfer's ROC-AUC."""
+    headline: dict[str, Any] = {}
     scores = {k: f["roc_auc"] for k, f in chunks.items() if f["roc_auc"] is not None}
-    if not scores:
-        return {"test_roc_auc": test_roc_auc}
-    worst = min(scores, key=lambda k: (scores[k], k))
-    return {
-        "mean_roc_auc": round(float(np.mean(list(scores.values()))), 6),
-        "worst_chunk": worst,
-        "worst_roc_auc": scores[worst],
-        "test_roc_auc": test_roc_auc,
-    }
+    if scores:
+        worst = min(scores, key=lambda k: (scores[k], k))
+        headline |= {
+            "mean_roc_auc": round(float(np.mean(list(scores.values()))), 6),
+            "worst_roc_auc": scores[worst],
+            "worst_chunk": worst,
+        }
+    errors = [
+        abs(f["estimated_roc_auc"] - f["roc_auc"])
+        for f in chunks.values()
+        if f["roc_auc"] is not None and f.get("estimated_roc_auc") is not None
+    ]
+    if errors:
+        headline["estimate_mae"] = round(float(np.mean(errors)), 6)
+    if transfer is not None:
+        headline["transfer_roc_auc"] = transfer["roc_auc"]
+    return headline
+
+
+def progress(chunks: list[int]) -> tqdm:
+    """A progress bar of the refits on a terminal (stderr); silent in logs and under DVC's
+    captured output."""
+    return tqdm(
+        chunks, desc="out-of-time", unit="chunk", file=sys.stderr, disable=not sys.stderr.isatty()
+    )
 
 
 def run(params: DictConfig, cache_folder: Path = BACKTEST_CACHE) -> dict:
@@ -217,30 +281,32 @@ def run(params: DictConfig, cache_folder: Path = BACKTEST_CACHE) -> dict:
     context = {"target": OmegaConf.to_container(params.target, resolve=True), "groups": groups}
     cache = Cache(cache_folder)
     chunks = {}
-    for k in sorted(int(c) for c in np.unique(data.chunk) if c >= params.monitor.first_chunk):
+    arrivals = sorted(int(c) for c in np.unique(data.chunk) if c >= params.monitor.first_chunk)
+    for k in progress(arrivals):
         result = chunk_figures(data, k, settings, context, cache)
         if result is not None:
             chunks[k] = result
-            print(f"out-of-time: chunk {k}: roc_auc {result['roc_auc']} ({result['rows']} rows)")
+            tqdm.write(  # above the progress bar, which print() would break
+                f"out-of-time: chunk {k}: roc_auc {result['roc_auc']}, estimated "
+                f"{result['estimated_roc_auc']} ({result['rows']} rows)"
+            )
     transfer = transfer_figures(data, settings, context, cache)
     cache.prune()
-    test_roc_auc = read_json(TRAIN_METRICS, default={}).get("test", {}).get("roc_auc")
-    metrics: dict = {
-        "model": {key: settings[key] for key in ("name", "n_estimators") if key in settings},
-        **{chunk_key(k): {n: f[n] for n in METRIC_FIGURES} for k, f in chunks.items()},
-        "summary": summary(chunks, test_roc_auc),
-    }
     if transfer is not None:
-        metrics["transfer_2018_2024"] = {n: transfer[n] for n in TRANSFER_FIGURES}
         print(
             f"out-of-time: 2018 -> 2024 transfer: roc_auc {transfer['roc_auc']}, f1_weighted "
             f"{transfer['f1_weighted']}, ece {transfer['ece']}, {transfer['rows']} rows"
         )
+    metrics = summary(chunks, transfer)
     write_json({"out_of_time": metrics}, OUT_OF_TIME_METRICS)
+    test_roc_auc = read_json(TRAIN_METRICS, default={}).get("test", {}).get("roc_auc")
     plot = pd.DataFrame(
         [{"chunk": k, **f, "test_roc_auc": test_roc_auc} for k, f in chunks.items()],
         columns=PLOT_COLUMNS,
     )
     write_text(plot.to_csv(index=False), OUT_OF_TIME_PLOT)
-    print(f"out-of-time: {cache.fits} new fit(s), {len(chunks)} chunk(s) evaluated")
+    print(
+        f"out-of-time: {cache.fits} new fit(s), {len(chunks)} chunk(s) evaluated; light model "
+        f"{settings}; estimated ROC-AUC mean absolute error {metrics.get('estimate_mae')}"
+    )
     return metrics
