@@ -34,7 +34,8 @@ DATASET_USERS = PROCESSED_DIR / "users.parquet"
 SPLIT_REGISTRY = PROCESSED_DIR / "split_assignments.parquet"
 SPLIT_PARAMS = PROCESSED_DIR / "split_params.json"
 SPLIT_METRICS = METRICS_DIR / "split.json"
-TRAIN_METRICS = METRICS_DIR / "train.json"
+TRAIN_METRICS = METRICS_DIR / "train.json"  # ROC-AUC (validation, test), model size
+SCORE_METRICS = METRICS_DIR / "scores.json"  # the other headline scores and calibration
 # A saved model is a pair (baac_severity/modeling/model_store.py): the fitted scikit-learn
 # estimator, joblib-pickled, and its JSON metadata beside it: model_info.json as trained,
 # metadata.json (the same keys plus the promotion record) once promoted.

@@ -10,8 +10,9 @@ workspace first, then commits), each with ``data`` (params, metrics, deps, outs,
   ``error`` (run failure and unreadable files, as text);
 - the data snapshot of ``metrics/data.json`` (the summary of ``metrics/progress.json``):
   ``chunks_ingested``, ``chunks_total``, ``rows``, ``data_as_of``;
-- metrics, flattened with dots: ``metrics/train.json`` unprefixed (``test.roc_auc``), other
-  files under their stem (``split.test.accidents``);
+- metrics, flattened with dots: ``metrics/train.json`` and ``metrics/scores.json``
+  unprefixed (``test.roc_auc``, ``test.f1_macro``), other files under their stem
+  (``split.test.accidents``);
 - params flattened under ``params.`` (``params.model.n_estimators``) and ``changed_params``,
   the params that differ from the row's baseline (``model.n_estimators=10, ...``).
 
@@ -39,7 +40,7 @@ from baac_severity.data.io import git
 from baac_severity.modeling.evaluate import higher_is_better
 
 WORKSPACE = "workspace"
-MODEL_METRICS = "metrics/train.json"
+MODEL_METRICS = ("metrics/train.json", "metrics/scores.json")  # the train stage's, unprefixed
 PROGRESS_METRICS = "metrics/progress.json"  # a plain output: the ingestion details
 DATA_METRICS = "metrics/data.json"
 PARAMS_PREFIX = "params."
@@ -211,7 +212,7 @@ def _results(data: dict) -> tuple[dict[str, Any], list[str]]:
             errors.append(error)
         elif path == DATA_METRICS:
             values.update(_snapshot(content))
-        elif path == MODEL_METRICS:
+        elif path in MODEL_METRICS:
             flat = flatten(content)
             values.update({f"train.{k}" if k in META_COLUMNS else k: v for k, v in flat.items()})
         else:

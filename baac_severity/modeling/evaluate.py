@@ -10,10 +10,11 @@ from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
 CURVE_GRID = np.linspace(0.0, 1.0, 101)
-# The metrics users compare across experiments: the keys of metrics/train.json (a DVC metric,
-# one ``dvc exp show`` column each, in this order) for validation and test.
+# The metrics users compare across experiments, for validation and test: ROC-AUC in
+# metrics/train.json, the rest in metrics/scores.json (DVC metrics, one ``dvc exp show`` column
+# each, in this order).
 HEADLINE = ("roc_auc", "f1_macro", "f1_weighted", "log_loss")
-# Calibration of the probabilities the service returns: in metrics/train.json after HEADLINE.
+# Calibration of the probabilities the service returns: in metrics/scores.json after HEADLINE.
 CALIBRATION = ("ece", "brier")
 CALIBRATION_BINS = 15
 # The one list of metrics where lower is better, matched on the end of a metric's last dotted

@@ -42,6 +42,7 @@ from baac_severity.config import (
     MODEL_INFO,
     PLOTS_DIR,
     PREDICTIONS_FILE,
+    SCORE_METRICS,
     TRAIN_METRICS,
 )
 from baac_severity.data import schema
@@ -320,20 +321,21 @@ def data_snapshot(data: TrainingData) -> dict:
     }
 
 
-def headline_metrics(metrics: dict) -> dict:
-    """What ``metrics/train.json``, the DVC metric, holds: the metrics users compare.
+def headline_metrics(metrics: dict) -> tuple[dict, dict]:
+    """The two DVC metrics files of the train stage: what users compare.
 
-    Every key of a DVC metrics file is a column of ``dvc exp show``, in file order, before any
-    param: validation (the selection split) first, then test, then the model size. The rest
-    (accuracy, PR-AUC, precision/recall, per class, per year) is in ``model/evaluation.json``.
+    Every key of a DVC metrics file is a column of ``dvc exp show``, files in ``dvc.yaml``'s
+    order, before any param; a narrow terminal keeps the first columns. ``metrics/train.json``
+    holds what decides (validation ROC-AUC), what is reported (test ROC-AUC) and the model
+    size; ``metrics/scores.json`` the other headline scores and calibration, listed last. The
+    rest (accuracy, PR-AUC, precision/recall, per class, per year) is in
+    ``model/evaluation.json``.
     """
-    return {
-        **{
-            s: {k: metrics[s][k] for k in (*evaluate.HEADLINE, *evaluate.CALIBRATION)}
-            for s in ("validation", "test")
-        },
-        "model": {"size_mb": metrics["model"]["size_mb"]},
-    }
+    splits = ("validation", "test")
+    first = {s: {"roc_auc": metrics[s]["roc_auc"]} for s in splits}
+    rest = (*evaluate.HEADLINE, *evaluate.CALIBRATION)
+    scores = {s: {k: metrics[s][k] for k in rest if k != "roc_auc"} for s in splits}
+    return {**first, "model": {"size_mb": metrics["model"]["size_mb"]}}, scores
 
 
 def model_card(info: dict, metrics: dict) -> str:
@@ -428,7 +430,9 @@ def train(params: DictConfig) -> dict:
     )
     size = save_model(model, MODEL_FILE)
     metrics["model"] = {"size_mb": round(size / 1e6, 2), "features": len(bundle.features)}
-    write_json(headline_metrics(metrics), TRAIN_METRICS, sort_keys=False)
+    model_metrics, score_metrics = headline_metrics(metrics)
+    write_json(model_metrics, TRAIN_METRICS, sort_keys=False)
+    write_json(score_metrics, SCORE_METRICS, sort_keys=False)
     write_json(metrics, EVALUATION)
     write_plots(data, probabilities["test"], importance, weights)
     write_predictions(data, probabilities)
