@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 
 from baac_severity.config import ROOT
 from baac_severity.serving.examples import load_tables, request_records, sample_test_split
@@ -72,7 +73,7 @@ def baseline_app() -> Any:
         request, problems = schemas.parse_request(schemas.PredictRequest, body)
         if problems:
             return JSONResponse({"detail": problems}, status_code=422)
-        _, probabilities = predictor.predict(request.accidents)
+        _, _, probabilities = predictor.predict(request.accidents)
         best = predictor.decide(probabilities)
         predictions = [
             {
@@ -273,39 +274,66 @@ def median_ms(function: Callable[[], Any], repeat: int) -> float:
 
 
 def breakdown(model_dir: Path, body: bytes, repeat: int) -> dict[str, float]:
+    """Median ms of each step of a request's path, on the path its size takes (plain NumPy
+    columns up to ``SMALL_REQUEST`` accidents, pandas arrays above)."""
     from baac_severity import features
     from baac_severity.data import entities
     from baac_severity.serving import schemas
-    from baac_severity.serving.inference import Predictor, to_tables
+    from baac_severity.serving.inference import SMALL_REQUEST, Predictor, to_tables
 
     predictor = Predictor.from_directory(model_dir)
     request, _ = schemas.parse_request(schemas.PredictRequest, body)
-    batch = to_tables(request.accidents)
+    records = request.accidents
+    plain = len(records) <= SMALL_REQUEST
+    batch = to_tables(records, plain)
     accidents = entities.accident_columns(batch.tables)
-    groups = predictor.bundle.feature_groups
-    matrix = features.build_features(accidents, groups)
+    names = list(predictor.bundle.features)
+    matrix = features.accident_matrix(accidents, names)
+    frame = pd.DataFrame(matrix, columns=names)
     probabilities = predictor.predict_proba(matrix)
     everyone = np.ones(len(matrix), dtype=bool)
     return {
         "parse_request (JSON, repeated keys, validation)": median_ms(
             lambda: schemas.parse_request(schemas.PredictRequest, body), repeat
         ),
-        "to_tables": median_ms(lambda: to_tables(request.accidents), repeat),
+        "to_tables": median_ms(lambda: to_tables(records, plain), repeat),
         "entities.accident_columns": median_ms(
             lambda: entities.accident_columns(batch.tables), repeat
         ),
-        "build_features": median_ms(lambda: features.build_features(accidents, groups), repeat),
-        "whole path (Predictor.predict)": median_ms(
-            lambda: predictor.predict(request.accidents), repeat
+        "features.accident_matrix": median_ms(
+            lambda: features.accident_matrix(accidents, names), repeat
         ),
+        "whole path (Predictor.predict)": median_ms(lambda: predictor.predict(records), repeat),
         "predict_proba (tree by tree)": median_ms(lambda: predictor.predict_proba(matrix), repeat),
         "predict_proba (sklearn, n_jobs=1)": median_ms(
-            lambda: predictor.bundle.predict_proba(matrix), repeat
+            lambda: predictor.bundle.predict_proba(frame), repeat
         ),
         'explanations, "explain": true (Predictor.explain)': median_ms(
             lambda: predictor.explain(matrix, probabilities, everyone), repeat
         ),
     }
+
+
+CROSSOVER_SIZES = (1, 4, 16, 32, 64, 128, 256, 1000)
+
+
+def crossover(model_dir: Path, body: bytes, repeat: int) -> dict[str, dict[str, float]]:
+    """Median ms from validated records to the model matrix, on plain NumPy columns and on
+    pandas arrays, per request size: where ``SMALL_REQUEST`` should sit."""
+    from baac_severity.serving import schemas
+    from baac_severity.serving.inference import Predictor, to_tables
+
+    predictor = Predictor.from_directory(model_dir)
+    request, _ = schemas.parse_request(schemas.PredictRequest, body)
+    sizes: dict[str, dict[str, float]] = {}
+    for size in CROSSOVER_SIZES:
+        records = request.accidents[:size]
+        times = max(3, repeat // size)
+        sizes[str(size)] = {
+            kind: median_ms(lambda r=records, p=plain: predictor.matrix(to_tables(r, p)), times)
+            for kind, plain in (("plain", True), ("pandas", False))
+        }
+    return sizes
 
 
 # --- report -------------------------------------------------------------------------------
@@ -336,6 +364,9 @@ def report(results: dict[str, Any]) -> str:
     lines += ["", "in process, median ms per step (1 accident | 1,000 accidents):"]
     one, many = results["breakdown"]["1"], results["breakdown"]["1000"]
     lines += [f"  {step:36}{one[step]:>9}{many[step]:>10}" for step in one]
+    lines += ["", "in process, records to model matrix, median ms (plain | pandas columns):"]
+    for size, kinds in results["crossover"].items():
+        lines.append(f"  {size:>5} accidents{kinds['plain']:>10}{kinds['pandas']:>10}")
     if "before_after" in results:
         compared = results["before_after"]
         p50, in_process = compared["single_p50_ms"], compared["in_process_ms"]
@@ -403,6 +434,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "1": breakdown(ROOT / "models", singles[0], repeat=200),
         "1000": breakdown(ROOT / "models", batches[0], repeat=10),
     }
+    results["crossover"] = crossover(ROOT / "models", batches[0], repeat=200)
     return results
 
 
