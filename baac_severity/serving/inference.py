@@ -40,9 +40,10 @@ KEY, USER_KEY = schema.KEY, schema.USER_KEY
 MODEL_FILE, METADATA_FILE = "model.joblib", "metadata.json"
 PYTHON_STRING = pd.StringDtype("python")
 FULL_COLLECTION_EVERY = 100  # middle-generation collections (CPython's default: 10)
-# Accidents up to which plain columns beat pandas ones (bench/serve.py --crossover: plain
-# columns take 0.6 ms for 1 accident against 3.5 ms, and break even near 100).
-SMALL_REQUEST = 64
+# Accidents up to which plain columns beat pandas ones, records to model matrix (bench/serve.py,
+# "crossover"; medians on a busy 2-core host): 1 accident 11.8 ms against 36.1 ms, 1,000
+# 75 against 93, 5,000 510 against 561, 10,000 1,506 against 1,519 (even).
+SMALL_REQUEST = 5_000
 
 
 def _key(position: int) -> str:
