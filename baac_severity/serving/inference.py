@@ -41,9 +41,9 @@ MODEL_FILE, METADATA_FILE = "model.joblib", "metadata.json"
 PYTHON_STRING = pd.StringDtype("python")
 FULL_COLLECTION_EVERY = 100  # middle-generation collections (CPython's default: 10)
 # Accidents up to which plain columns beat pandas ones, records to model matrix (bench/serve.py,
-# "crossover"; medians on a busy 2-core host): 1 accident 11.8 ms against 36.1 ms, 1,000
-# 75 against 93, 5,000 510 against 561, 10,000 1,506 against 1,519 (even).
-SMALL_REQUEST = 5_000
+# "crossover": median CPU ms, plain against pandas, 2 cores): 1 accident 1.8 against 6.4, 64
+# 3.2 against 8.1, 256 9.3 against 16.3, 1,000 26.1 against 26.7, 5,000 138 against 129.
+SMALL_REQUEST = 1_000
 
 
 def _key(position: int) -> str:
