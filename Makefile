@@ -105,7 +105,7 @@ features_doc: ## regenerate docs/FEATURES.md from baac_severity/features.py
 # the environment or .env (see .env.example); BAAC_MODEL_TAG=<name:version> serves another.
 SERVICE ?= baac_severity.serving.service:BAACSeverity
 
-.PHONY: serve api_dev bento serve_requirements bench_serve bench_batching bench_faults
+.PHONY: serve api_dev bento serve_requirements bench_serve bench_batching bench_faults bench_scale
 
 serve: ## prediction API on http://$(HOST):$(PORT) (promoted model; needs API_KEY)
 	$(RUN) bentoml serve $(SERVICE) --host $(HOST) --port $(PORT)
@@ -128,6 +128,9 @@ bench_batching: ## adaptive batching against the unbatched service, 1 and 16 cli
 
 bench_faults: ## 1 and 2 workers: memory, a worker killed under load, /metrics after random paths
 	$(RUN) python bench/faults.py
+
+bench_scale: data ## the whole pipeline on SYNTHETIC 1x, 2x, 5x, 10x copies of the bundle (docs/scale.md)
+	$(RUN) python bench/scale.py
 
 # --- experiments: dashboard, review, sweep (issue 5; docs/experiments.md) ----------------
 DASHBOARD_PORT ?= 8501

@@ -151,7 +151,7 @@ TARGET_ENCODED = [feature.name for feature in FEATURES if feature.encoding == TA
 GROUPS = sorted({feature.group for feature in FEATURES if feature.unit == ACCIDENT})
 # Accident records: the ``accidents`` entity as a frame (training) or as its columns
 # (``entities.accident_columns``, the service).
-Records: TypeAlias = pd.DataFrame | Mapping[str, ExtensionArray]
+Records: TypeAlias = pd.DataFrame | Mapping[str, entities.Column]
 
 
 def feature_names(unit: str, groups: list[str]) -> list[str]:
@@ -169,8 +169,10 @@ def _as_float(values: pd.Series | ExtensionArray) -> pd.Series:
     return pd.to_numeric(pd.Series(values, copy=False), errors="coerce").astype("float64")
 
 
-def _floats(values: pd.Series | ExtensionArray) -> np.ndarray:
+def _floats(values: entities.Column) -> np.ndarray:
     """``_as_float`` as an array; numeric columns skip the text parser (same values, faster)."""
+    if isinstance(values, np.ndarray) and values.dtype.kind == "f":  # a plain column
+        return values.astype("float64", copy=False)
     if is_numeric_dtype(values.dtype) and not is_bool_dtype(values.dtype):
         return values.to_numpy(dtype="float64", na_value=np.nan)
     return _as_float(values).to_numpy()
@@ -216,16 +218,16 @@ CORSICA = re.compile(r"^2[AB]")
 SMALL = 2000  # rows up to which per-value Python parsing is faster than pandas
 
 
-def _insee_numbers(codes: pd.Series | ExtensionArray) -> np.ndarray:
+def _insee_numbers(codes: entities.Column) -> np.ndarray:
     """INSEE department or commune codes as numbers; Corsica's 2A and 2B read as 20 (its
     number before 1976, under which its communes kept distinct numbers): 2A004 → 20004."""
-    texts = codes.astype("string").to_numpy(dtype=object, na_value=None)
+    texts = entities.texts(codes)
     # A Python loop beats pandas' text methods on the service's few rows, not on a dataset.
     if len(texts) <= SMALL:
         numbers = [None if t is None else CORSICA.sub("20", t.upper()) for t in texts]
         if all(n is None or INSEE.fullmatch(n) for n in numbers):
             return np.array([np.nan if n is None else int(n) for n in numbers], dtype="float64")
-    text = pd.Series(codes, copy=False).astype("string").str.upper()
+    text = pd.Series(texts, dtype="string").str.upper()
     return _as_float(text.str.replace(CORSICA, "20", regex=True)).to_numpy()
 
 
@@ -293,16 +295,22 @@ def _accident_arrays(records: Records) -> dict[str, np.ndarray]:
     return out
 
 
-def _frame(
-    arrays: dict[str, np.ndarray], names: list[str], rows: int, index: pd.Index
-) -> pd.DataFrame:
-    """A float64 frame of ``names`` (all-NaN for names without an array), built in one block."""
+def _matrix(arrays: dict[str, np.ndarray], names: list[str], rows: int) -> np.ndarray:
+    """A float64 matrix of ``names`` (all-NaN for names without an array)."""
     # Column-major, so that each column is written contiguously and pandas takes the
     # matrix as its single block without copying it.
     matrix = np.full((rows, len(names)), np.nan, dtype=FEATURE_DTYPE, order="F")
     for position, name in enumerate(names):
         if name in arrays:
             matrix[:, position] = arrays[name]
+    return matrix
+
+
+def _frame(
+    arrays: dict[str, np.ndarray], names: list[str], rows: int, index: pd.Index
+) -> pd.DataFrame:
+    """A float64 frame of ``names`` (all-NaN for names without an array), built in one block."""
+    matrix = _matrix(arrays, names, rows)
     columns = pd.Index(names, dtype="str")
     return pd.DataFrame(matrix, index=index, columns=columns, copy=False)
 
@@ -356,6 +364,13 @@ def build_features(
     arrays = {name: values[accident_rows] for name, values in per_accident.items()}
     arrays |= _user_arrays(users)
     return _frame(arrays, names, len(users), pd.RangeIndex(len(users)))
+
+
+def accident_matrix(accidents: Records, names: list[str]) -> np.ndarray:
+    """The accident-level model matrix of ``names`` (a model's feature columns, in its order):
+    ``build_features(accidents, ...)[names]`` as an array, without the frame. The service's
+    small requests call it on plain columns (``entities.Column``)."""
+    return _matrix(_accident_arrays(accidents), names, len(accidents[schema.KEY]))
 
 
 def location_encoder(random_state: int | None) -> ColumnTransformer:

@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+import pandas as pd
 
 from baac_severity.config import PROMOTED_METADATA, PROMOTED_MODEL, ROOT
 from baac_severity.serving.examples import load_tables, request_records, sample_test_split
@@ -47,7 +48,12 @@ from baac_severity.testing.local_service import (
 )
 
 KEY = "bench-key"
-GOALS = {"single_p50_ms": 10.0, "batch_p50_ms": 100.0, "throughput_ratio": 0.8}
+GOALS = {
+    "single_p50_ms": 10.0,
+    "batch_p50_ms": 100.0,
+    "throughput_ratio": 0.8,
+    "single_over_readyz_p50": 4.0,
+}
 
 
 # --- the baseline: the same work in a minimal Starlette app -------------------------------
@@ -72,7 +78,7 @@ def baseline_app() -> Any:
         request, problems = schemas.parse_request(schemas.PredictRequest, body)
         if problems:
             return JSONResponse({"detail": problems}, status_code=422)
-        _, probabilities = predictor.predict(request.accidents)
+        _, _, probabilities = predictor.predict(request.accidents)
         best = predictor.decide(probabilities)
         predictions = [
             {
@@ -144,6 +150,13 @@ class Client:
         self.headers = {"Content-Type": "application/json", "X-API-Key": KEY}
         self.reconnects = 0
 
+    def get(self, path: str) -> int:
+        """The status of a GET on the same keep-alive connection (a probe: no key, no body)."""
+        self.connection.request("GET", path)
+        response = self.connection.getresponse()
+        response.read()
+        return response.status
+
     def post(self, body: bytes) -> int:
         """The response status; a connection the server closed while idle is reopened once
         (what any keep-alive client does), other failures raise."""
@@ -167,13 +180,17 @@ def percentiles(seconds: list[float]) -> dict[str, float]:
     return {f"p{q}_ms": round(float(np.percentile(ms, q)), 2) for q in (50, 95, 99)}
 
 
+READYZ = b""  # a body list holding only this: GET /readyz instead of POST /predict
+
+
 def timed_requests(client: Client, bodies: list[bytes], start: int, count: int) -> list[float]:
     """Latencies of ``count`` requests; NaN for a failed one."""
     timings = []
     for i in range(start, start + count):
         began = time.perf_counter()
+        body = bodies[i % len(bodies)]
         try:
-            ok = client.post(bodies[i % len(bodies)]) == 200
+            ok = (client.get("/readyz") if body == READYZ else client.post(body)) == 200
         except (OSError, http.client.HTTPException):
             ok = False
         timings.append(time.perf_counter() - began if ok else float("nan"))
@@ -250,11 +267,20 @@ def throughputs(urls: dict[str, str], bodies: list[bytes], args: Any) -> dict[st
 
 
 def measure(urls: dict[str, str], singles: list[bytes], batches: list[bytes], args: Any) -> dict:
-    single = latency(urls, singles, rounds=10, per_round=args.single_requests // 10)
+    # The probe first, then single accidents, in the same run: the ratio of their medians
+    # is the model's cost above the HTTP floor (goal: at most 4x).
+    rounds, per_round = 10, args.single_requests // 10
+    probe = latency(urls, [READYZ], rounds, per_round)
+    single = latency(urls, singles, rounds, per_round)
     batch = latency(urls, batches, rounds=args.batch_requests // 3, per_round=3)
     load = throughputs(urls, singles, args)
     return {
-        name: {"single": single[name], "batch_1000": batch[name], "throughput": load[name]}
+        name: {
+            "readyz": probe[name],
+            "single": single[name],
+            "batch_1000": batch[name],
+            "throughput": load[name],
+        }
         for name in urls
     }
 
@@ -263,49 +289,80 @@ def measure(urls: dict[str, str], singles: list[bytes], batches: list[bytes], ar
 
 
 def median_ms(function: Callable[[], Any], repeat: int) -> float:
+    """Median CPU ms of the process (all its threads) per call: on a shared host, wall time
+    of a few-ms call mostly measures the scheduler's waits."""
     function()
     timings = []
     for _ in range(repeat):
-        started = time.perf_counter()
+        started = time.process_time()
         function()
-        timings.append(time.perf_counter() - started)
+        timings.append(time.process_time() - started)
     return round(statistics.median(timings) * 1000, 3)
 
 
 def breakdown(model_dir: Path, body: bytes, repeat: int) -> dict[str, float]:
+    """Median ms of each step of a request's path, on the path its size takes (plain NumPy
+    columns up to ``SMALL_REQUEST`` accidents, pandas arrays above)."""
     from baac_severity import features
     from baac_severity.data import entities
     from baac_severity.serving import schemas
-    from baac_severity.serving.inference import Predictor, to_tables
+    from baac_severity.serving.inference import SMALL_REQUEST, Predictor, to_tables
 
     predictor = Predictor.from_directory(model_dir)
     request, _ = schemas.parse_request(schemas.PredictRequest, body)
-    batch = to_tables(request.accidents)
+    records = request.accidents
+    plain = len(records) <= SMALL_REQUEST
+    batch = to_tables(records, plain)
     accidents = entities.accident_columns(batch.tables)
-    groups = predictor.bundle.feature_groups
-    matrix = features.build_features(accidents, groups)
+    names = list(predictor.bundle.features)
+    matrix = features.accident_matrix(accidents, names)
+    frame = pd.DataFrame(matrix, columns=names)
     probabilities = predictor.predict_proba(matrix)
     everyone = np.ones(len(matrix), dtype=bool)
     return {
         "parse_request (JSON, repeated keys, validation)": median_ms(
             lambda: schemas.parse_request(schemas.PredictRequest, body), repeat
         ),
-        "to_tables": median_ms(lambda: to_tables(request.accidents), repeat),
+        "to_tables": median_ms(lambda: to_tables(records, plain), repeat),
         "entities.accident_columns": median_ms(
             lambda: entities.accident_columns(batch.tables), repeat
         ),
-        "build_features": median_ms(lambda: features.build_features(accidents, groups), repeat),
-        "whole path (Predictor.predict)": median_ms(
-            lambda: predictor.predict(request.accidents), repeat
+        "features.accident_matrix": median_ms(
+            lambda: features.accident_matrix(accidents, names), repeat
         ),
+        "whole path (Predictor.predict)": median_ms(lambda: predictor.predict(records), repeat),
         "predict_proba (tree by tree)": median_ms(lambda: predictor.predict_proba(matrix), repeat),
         "predict_proba (sklearn, n_jobs=1)": median_ms(
-            lambda: predictor.bundle.predict_proba(matrix), repeat
+            lambda: predictor.bundle.predict_proba(frame), repeat
         ),
         'explanations, "explain": true (Predictor.explain)': median_ms(
             lambda: predictor.explain(matrix, probabilities, everyone), repeat
         ),
     }
+
+
+CROSSOVER_SIZES = (1, 16, 64, 256, 1000, 5000)
+
+
+def crossover(model_dir: Path, body: bytes, repeat: int) -> dict[str, dict[str, float]]:
+    """Median CPU ms from validated records to the model matrix, on plain NumPy columns and on
+    pandas arrays taking turns, per request size: where ``SMALL_REQUEST`` should sit."""
+    from baac_severity.serving import schemas
+    from baac_severity.serving.inference import Predictor, to_tables
+
+    predictor = Predictor.from_directory(model_dir)
+    request, _ = schemas.parse_request(schemas.PredictRequest, body)
+    sizes: dict[str, dict[str, float]] = {}
+    for size in CROSSOVER_SIZES:
+        records = request.accidents[:size]
+        timings: dict[str, list[float]] = {"plain": [], "pandas": []}
+        for _ in range(max(5, repeat // size)):
+            for kind, plain in (("plain", True), ("pandas", False)):
+                started = time.process_time()
+                predictor.matrix(to_tables(records, plain))
+                timings[kind].append(time.process_time() - started)
+        sizes[str(size)] = {k: round(statistics.median(v) * 1000, 3) for k, v in timings.items()}
+    return sizes
 
 
 # --- report -------------------------------------------------------------------------------
@@ -319,7 +376,7 @@ def report(results: dict[str, Any]) -> str:
     bento, base = results["bentoml"], results["baseline"]
     lines = [f"workers per server: {results['workers']}, cpus: {os.cpu_count()}", ""]
     lines.append(f"{'':28}{'BentoML':>12}{'baseline':>12}{'ratio':>8}")
-    for part in ("single", "batch_1000"):
+    for part in ("readyz", "single", "batch_1000"):
         for q in ("p50_ms", "p95_ms", "p99_ms"):
             b, s = bento[part][q], base[part][q]
             lines.append(f"{part + ' ' + q:28}{b:>12}{s:>12}{ratio(b, s):>8}")
@@ -330,12 +387,18 @@ def report(results: dict[str, Any]) -> str:
         name: sum(r[p]["errors"] for p in r) for name, r in (("BentoML", bento), ("baseline", base))
     }
     lines.append(f"{'errors':28}{errors['BentoML']:>12}{errors['baseline']:>12}")
+    over = {name: ratio(r["single"]["p50_ms"], r["readyz"]["p50_ms"]) for name, r in results.items()
+            if name in ("bentoml", "baseline")}  # fmt: skip
+    lines.append(f"{'single p50 / readyz p50':28}{over['bentoml']:>12}{over['baseline']:>12}")
     goals = results["goals"]
     lines += ["", "goals (2 cores):"]
     lines += [f"  {name}: {'PASS' if ok else 'FAIL'}" for name, ok in goals.items()]
-    lines += ["", "in process, median ms per step (1 accident | 1,000 accidents):"]
+    lines += ["", "in process, median CPU ms per step (1 accident | 1,000 accidents):"]
     one, many = results["breakdown"]["1"], results["breakdown"]["1000"]
     lines += [f"  {step:36}{one[step]:>9}{many[step]:>10}" for step in one]
+    lines += ["", "in process, records to model matrix, median CPU ms (plain | pandas columns):"]
+    for size, kinds in results["crossover"].items():
+        lines.append(f"  {size:>5} accidents{kinds['plain']:>10}{kinds['pandas']:>10}")
     if "before_after" in results:
         compared = results["before_after"]
         p50, in_process = compared["single_p50_ms"], compared["in_process_ms"]
@@ -359,6 +422,10 @@ def goals(bento: dict[str, Any], base: dict[str, Any]) -> dict[str, bool]:
         f"1,000-batch p50 <= {GOALS['batch_p50_ms']} ms": bento["batch_1000"]["p50_ms"]
         <= GOALS["batch_p50_ms"],
         f"throughput ratio >= {GOALS['throughput_ratio']}": tput >= GOALS["throughput_ratio"],
+        f"single p50 <= {GOALS['single_over_readyz_p50']} x readyz p50": ratio(
+            bento["single"]["p50_ms"], bento["readyz"]["p50_ms"]
+        )
+        <= GOALS["single_over_readyz_p50"],
         "0 errors": errors == 0,
     }
 
@@ -403,6 +470,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "1": breakdown(ROOT / "models", singles[0], repeat=200),
         "1000": breakdown(ROOT / "models", batches[0], repeat=10),
     }
+    results["crossover"] = crossover(ROOT / "models", bodies(1, 5000, seed=13)[0], repeat=600)
     return results
 
 

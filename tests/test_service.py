@@ -272,7 +272,7 @@ def test_fast_path_encodes_keys_and_walks_trees_as_sklearn_does(workspace):
     x = matrix.to_numpy(dtype=np.float64)
     np.testing.assert_array_equal(predictor.encodings.transform(x), encode.transform(matrix))
     expected = predictor.bundle.predict_proba(matrix)
-    np.testing.assert_allclose(predictor.predict_proba(matrix), expected, rtol=0, atol=1e-12)
+    np.testing.assert_allclose(predictor.predict_proba(x), expected, rtol=0, atol=1e-12)
     unseen = encode.transform(matrix.iloc[:100])[:, : len(keys_in_model)]
     prior = encode.named_transformers_[features.TARGET].target_mean_
     assert (unseen == prior).all()

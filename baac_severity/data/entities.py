@@ -23,9 +23,12 @@ from pandas.api.extensions import ExtensionArray
 from baac_severity.data import schema
 
 KEY = schema.KEY
-# A BAAC table: a frame (the pipeline's chunks) or its columns as arrays of equal length (the
-# service's request tables, for which building frames would cost more than the computation).
-Table: TypeAlias = pd.DataFrame | Mapping[str, ExtensionArray]
+# A column: pandas arrays (the pipeline's chunks, the service's large requests) or NumPy arrays
+# ("plain" columns: float64 with NaN for numbers and codes, objects with None for texts; the
+# service's small requests, for which pandas' per-call overhead is most of the cost).
+Column: TypeAlias = pd.Series | ExtensionArray | np.ndarray
+# A BAAC table: a frame or its columns as arrays of equal length, all pandas or all plain.
+Table: TypeAlias = pd.DataFrame | Mapping[str, Column]
 
 # Vehicle categories (catv) grouped by vulnerability and mass.
 VEHICLE_MIX = {
@@ -131,16 +134,31 @@ def _in_lookup(values: np.ndarray, table: np.ndarray) -> np.ndarray:
     return inside & table[np.where(inside, values, 0)]
 
 
-def _array(values: pd.Series | ExtensionArray) -> ExtensionArray:
+def _array(values: Column) -> ExtensionArray | np.ndarray:
     return values.array if isinstance(values, pd.Series) else values
 
 
-def _integers(values: pd.Series | ExtensionArray) -> tuple[np.ndarray, np.ndarray]:
+def is_plain(values: Column) -> bool:
+    """Whether a column is a plain NumPy array rather than a pandas one."""
+    return isinstance(values, np.ndarray)
+
+
+def float_values(values: Column) -> np.ndarray:
+    """A numeric column as float64 values, NaN for missing."""
+    if isinstance(values, np.ndarray):
+        return values.astype("float64", copy=False)
+    return values.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _integers(values: Column) -> tuple[np.ndarray, np.ndarray]:
     """(int64 values, missing mask) of an integer column (a Series or an array).
 
     Missing values read as -1, which no code table and no measure range accepts.
     """
     array = _array(values)
+    if isinstance(array, np.ndarray):
+        missing = np.isnan(array)
+        return np.where(missing, -1, array).astype("int64"), missing
     if not isinstance(array, pd.arrays.IntegerArray):
         array = pd.array(array, dtype="Int64")  # raises on non-integer values
     return array.to_numpy(dtype="int64", na_value=-1), array.isna()
@@ -154,9 +172,11 @@ def _known(name: str, ints: np.ndarray, missing: np.ndarray) -> np.ndarray:
     return ~missing & (ints >= low) & (ints <= high)
 
 
-def valid_column(name: str, values: pd.Series | ExtensionArray) -> ExtensionArray:
+def valid_column(name: str, values: Column) -> ExtensionArray | np.ndarray:
     """One column under the ``valid_codes`` rule, as an array (``name`` selects the rule)."""
     array = _array(values)
+    if isinstance(array, np.ndarray):
+        return _valid_plain(name, array)
     if name not in schema.CODES and name not in schema.MEASURE_RANGES:
         if name == "actp":
             values = pd.Series(array, copy=False)
@@ -171,6 +191,16 @@ def valid_column(name: str, values: pd.Series | ExtensionArray) -> ExtensionArra
     ints, missing = _integers(array)
     known = _known(name, ints, missing)
     return pd.arrays.IntegerArray(ints.astype(array.dtype.numpy_dtype), ~known)
+
+
+def _valid_plain(name: str, array: np.ndarray) -> np.ndarray:
+    """``valid_column`` of a plain column: the same rule, NaN or None for missing."""
+    if name in schema.CODES or name in schema.MEASURE_RANGES:
+        ints, missing = _integers(array)
+        return np.where(_known(name, ints, missing), array, np.nan)
+    if name == "actp":
+        return np.array([v if v in schema.ACTP_CODES else None for v in array], dtype=object)
+    return array
 
 
 def valid_codes(frame: pd.DataFrame) -> pd.DataFrame:
@@ -194,13 +224,22 @@ def _valid_ints(table: Table, column: str) -> tuple[np.ndarray, np.ndarray]:
     return ints, _known(column, ints, missing)
 
 
-def _nullable_ints(values: np.ndarray, missing: np.ndarray | None = None) -> pd.arrays.IntegerArray:
+def _nullable_ints(
+    values: np.ndarray, missing: np.ndarray | None = None, plain: bool = False
+) -> pd.arrays.IntegerArray | np.ndarray:
+    if plain:
+        floats = values.astype("float64")
+        return floats if missing is None else np.where(missing, np.nan, floats)
     if missing is None:
         missing = np.zeros(len(values), dtype=bool)
     return pd.arrays.IntegerArray(values.astype("int16"), missing)
 
 
-def _nullable_floats(values: np.ndarray, missing: np.ndarray) -> pd.arrays.FloatingArray:
+def _nullable_floats(
+    values: np.ndarray, missing: np.ndarray, plain: bool = False
+) -> pd.arrays.FloatingArray | np.ndarray:
+    if plain:
+        return np.where(missing, np.nan, values)
     return pd.arrays.FloatingArray(np.where(missing, 0.0, values), missing)
 
 
@@ -209,10 +248,10 @@ def _count(rows: np.ndarray, where: np.ndarray, size: int) -> np.ndarray:
     return np.bincount(rows[where & (rows >= 0)], minlength=size)
 
 
-def _vehicle_counts(vehicles: Table, rows: np.ndarray, size: int) -> dict:
+def _vehicle_counts(vehicles: Table, rows: np.ndarray, size: int, plain: bool) -> dict:
     """Vehicle counts per accident row; ``rows`` gives each vehicle's accident row (-1: none)."""
     every = np.ones(len(rows), dtype=bool)
-    counts = {"n_vehicles": _nullable_ints(_count(rows, every, size))}
+    counts = {"n_vehicles": _nullable_ints(_count(rows, every, size), plain=plain)}
     for column, groups in VEHICLE_COUNTS.items():
         codes, known = _valid_ints(vehicles, column)
         table = GROUP_OF_CODE[column]
@@ -223,7 +262,7 @@ def _vehicle_counts(vehicles: Table, rows: np.ndarray, size: int) -> dict:
         cells = np.bincount(rows[hit] * len(groups) + group[hit], minlength=size * len(groups))
         per_group = cells.reshape(size, len(groups))
         for position, name in enumerate(groups):
-            counts[name] = _nullable_ints(per_group[:, position])
+            counts[name] = _nullable_ints(per_group[:, position], plain=plain)
     return counts
 
 
@@ -238,7 +277,7 @@ def _group_extreme(
     return out, _count(rows, use, size) == 0
 
 
-def _user_facts(users: Table, rows: np.ndarray, year: np.ndarray, size: int) -> dict:
+def _user_facts(users: Table, rows: np.ndarray, year: np.ndarray, size: int, plain: bool) -> dict:
     """Per accident, facts about its users known before the outcome (``grav`` is not used),
     as arrays aligned on the accident rows; missing where the source has no user attributes.
 
@@ -262,40 +301,49 @@ def _user_facts(users: Table, rows: np.ndarray, year: np.ndarray, size: int) -> 
     occupants = _count(rows, not_pedestrian, size)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = _count(rows, protected & not_pedestrian, size) / occupants
+    pedestrians = _count(rows, catu_known & (catu == 3), size)
+    passengers = _count(rows, catu_known & (catu == 2), size)
     return {
-        "n_users": _nullable_ints(n_users, n_users == 0),
-        "n_pedestrians": _nullable_ints(_count(rows, catu_known & (catu == 3), size), unknown),
-        "n_passengers": _nullable_ints(_count(rows, catu_known & (catu == 2), size), unknown),
-        "min_age": _nullable_floats(youngest, unknown | no_age),
-        "max_age": _nullable_floats(oldest, unknown | no_age),
-        "share_protected": _nullable_floats(share, unknown | (occupants == 0)),
+        "n_users": _nullable_ints(n_users, n_users == 0, plain),
+        "n_pedestrians": _nullable_ints(pedestrians, unknown, plain),
+        "n_passengers": _nullable_ints(passengers, unknown, plain),
+        "min_age": _nullable_floats(youngest, unknown | no_age, plain),
+        "max_age": _nullable_floats(oldest, unknown | no_age, plain),
+        "share_protected": _nullable_floats(share, unknown | (occupants == 0), plain),
     }
 
 
-def _worst_severity(users: Table, rows: np.ndarray, size: int) -> pd.arrays.IntegerArray:
+def _worst_severity(users: Table, rows: np.ndarray, size: int, plain: bool) -> Column:
     grav, missing = _integers(users["grav"])
     classes = np.full(len(grav), -1)
     for code, severity in schema.GRAV_TO_SEVERITY.items():
         classes[(grav == code) & ~missing] = severity
     worst, none = _group_extreme(rows, classes, classes >= 0, size, np.maximum)
-    return _nullable_ints(np.where(none, 0, worst), none)
+    return _nullable_ints(np.where(none, 0, worst), none, plain)
 
 
 HRMN = re.compile(r"[0-9][0-9]:[0-9][0-9]")
 
 
-def _hour_minute(
-    hrmn: pd.Series | ExtensionArray,
-) -> tuple[pd.arrays.IntegerArray, pd.arrays.IntegerArray]:
+def texts(values: Column) -> np.ndarray:
+    """A text column as an object array, None for missing."""
+    if isinstance(values, np.ndarray):
+        return values
+    return values.astype("string").to_numpy(dtype=object, na_value=None)
+
+
+def _hour_minute(hrmn: Column) -> tuple[Column, Column]:
     """Hours and minutes of "HH:MM" texts; anything else goes through the general parser."""
-    texts = hrmn.astype("string").to_numpy(dtype=object, na_value=None)
-    if not all(text is None or HRMN.fullmatch(text) for text in texts):
-        parsed = time_of_day(pd.DataFrame({"hrmn": hrmn}))
+    plain, values = is_plain(hrmn), texts(hrmn)
+    if not all(text is None or HRMN.fullmatch(text) for text in values):
+        parsed = time_of_day(pd.DataFrame({"hrmn": pd.array(values, dtype="string")}))
+        if plain:
+            return float_values(parsed["hour"]), float_values(parsed["minute"])
         return parsed["hour"].array, parsed["minute"].array
-    missing = np.array([text is None for text in texts], dtype=bool)
-    hours = np.array([0 if text is None else int(text[:2]) for text in texts], dtype="int16")
-    minutes = np.array([0 if text is None else int(text[3:5]) for text in texts], dtype="int16")
-    return _nullable_ints(hours, missing), _nullable_ints(minutes, missing.copy())
+    missing = np.array([text is None for text in values], dtype=bool)
+    hours = np.array([0 if text is None else int(text[:2]) for text in values], dtype="int16")
+    minutes = np.array([0 if text is None else int(text[3:5]) for text in values], dtype="int16")
+    return _nullable_ints(hours, missing, plain), _nullable_ints(minutes, missing.copy(), plain)
 
 
 def time_of_day(characteristics: pd.DataFrame) -> pd.DataFrame:
@@ -309,19 +357,54 @@ def time_of_day(characteristics: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def _take(array: ExtensionArray, rows: np.ndarray) -> ExtensionArray:
+def _take(array: ExtensionArray | np.ndarray, rows: np.ndarray) -> ExtensionArray | np.ndarray:
     """``array`` at ``rows`` (-1: missing); skipped when the rows are already in order."""
     if len(rows) == len(array) and (rows == np.arange(len(rows))).all():
         return array
-    return array.take(rows, allow_fill=True)
+    if not isinstance(array, np.ndarray):
+        return array.take(rows, allow_fill=True)
+    absent = rows < 0
+    taken = array[np.where(absent, 0, rows)] if len(array) else np.full(len(rows), None)
+    if absent.any():
+        taken = taken.astype(object if taken.dtype == object else "float64")
+        taken[absent] = None if taken.dtype == object else np.nan
+    return taken
 
 
-def _unique_rows(table: str, keys: pd.Series | ExtensionArray) -> pd.Index:
-    index = pd.Index(keys)
-    if not index.is_unique:
-        duplicated = index[index.duplicated()][0]
+def _unique_keys(table: str, keys: Column) -> pd.Index | np.ndarray:
+    """A table's accident keys, checked unique: a ``pd.Index`` for pandas columns, the array
+    itself for plain ones (a handful of keys, where building an index costs more)."""
+    if is_plain(keys):
+        ordered = np.sort(keys)
+        repeated = ordered[1:][ordered[1:] == ordered[:-1]]
+        duplicated = repeated[0] if len(repeated) else None
+    else:
+        index = pd.Index(keys)
+        duplicated = None if index.is_unique else index[index.duplicated()][0]
+    if duplicated is not None:
         raise ValueError(f"{table} has several rows for accident {duplicated}")
-    return index
+    return keys if is_plain(keys) else index
+
+
+def _sorted(keys: pd.Index | np.ndarray) -> tuple[pd.Index | np.ndarray, np.ndarray]:
+    """The keys sorted, and the order that sorts them."""
+    if isinstance(keys, pd.Index):
+        ordered, order = keys.sort_values(return_indexer=True)
+        return ordered, order
+    order = np.argsort(keys, kind="stable")
+    return keys[order], order
+
+
+def _positions(keys: pd.Index | np.ndarray, wanted: Column) -> np.ndarray:
+    """The row of each ``wanted`` key among the unique ``keys``, -1 when absent."""
+    if isinstance(keys, pd.Index):
+        return keys.get_indexer(wanted)
+    wanted = np.asarray(wanted, dtype=object)
+    if not len(keys):
+        return np.full(len(wanted), -1)
+    ordered, order = _sorted(keys)
+    at = np.minimum(np.searchsorted(ordered, wanted), len(ordered) - 1)
+    return np.where(ordered[at] == wanted, order[at], -1)
 
 
 def accidents(tables: Mapping[str, Table]) -> pd.DataFrame:
@@ -329,7 +412,7 @@ def accidents(tables: Mapping[str, Table]) -> pd.DataFrame:
     return pd.DataFrame(accident_columns(tables))
 
 
-def accident_columns(tables: Mapping[str, Table]) -> dict[str, ExtensionArray]:
+def accident_columns(tables: Mapping[str, Table]) -> dict[str, Column]:
     """The columns of ``accidents``, as arrays of equal length.
 
     Columns: the characteristics (``hrmn`` split into ``hour`` and ``minute``), the place, the
@@ -338,11 +421,11 @@ def accident_columns(tables: Mapping[str, Table]) -> dict[str, ExtensionArray]:
     assembled from arrays: joins and per-column pandas operations would cost more than the
     computation on the service's small batches, and the service, which turns these columns
     straight into features, skips building a frame of them (a millisecond per request).
+    Plain tables (NumPy columns, see ``Column``) give plain columns, with the same values.
     """
     characteristics = tables["caracteristiques"]
-    keys, order = _unique_rows("caracteristiques", characteristics[KEY]).sort_values(
-        return_indexer=True
-    )
+    plain = is_plain(characteristics[KEY])
+    keys, order = _sorted(_unique_keys("caracteristiques", characteristics[KEY]))
     size = len(keys)
     record = {KEY: _take(_array(characteristics[KEY]), order)}
     for column in list(characteristics.keys()):
@@ -351,18 +434,18 @@ def accident_columns(tables: Mapping[str, Table]) -> dict[str, ExtensionArray]:
     hour, minute = _hour_minute(characteristics["hrmn"])
     record["hour"], record["minute"] = _take(hour, order), _take(minute, order)
     place = tables["lieux"]
-    place_rows = _unique_rows("lieux", place[KEY]).get_indexer(keys)
+    place_rows = _positions(_unique_keys("lieux", place[KEY]), keys)
     for column in list(place.keys()):
         if column != KEY:
             record[column] = _take(valid_column(column, place[column]), place_rows)
     vehicles = tables["vehicules"]
-    record |= _vehicle_counts(vehicles, keys.get_indexer(vehicles[KEY]), size)
+    record |= _vehicle_counts(vehicles, _positions(keys, vehicles[KEY]), size, plain)
     people = tables["usagers"]
-    user_rows = keys.get_indexer(people[KEY])
-    year = record["an"].to_numpy(dtype="float64", na_value=np.nan)
-    record |= _user_facts(people, user_rows, year, size)
+    user_rows = _positions(keys, people[KEY])
+    year = float_values(record["an"])
+    record |= _user_facts(people, user_rows, year, size, plain)
     if "grav" in people:
-        record["severity"] = _worst_severity(people, user_rows, size)
+        record["severity"] = _worst_severity(people, user_rows, size, plain)
     return record
 
 

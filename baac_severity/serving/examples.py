@@ -51,12 +51,17 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _rows(frame: pd.DataFrame, drop: set[str]) -> list[dict[str, Any]]:
+def _rows_by_key(frame: pd.DataFrame, drop: set[str]) -> dict[str, list[dict[str, Any]]]:
+    """The rows of ``frame`` as JSON-ready dicts without ``drop``, grouped by accident key in
+    table order (one pass over the table: a group-by of frames costs ~1 ms per accident)."""
     columns = [c for c in frame.columns if c not in drop]
-    return [
-        {column: _plain(value) for column, value in zip(columns, row, strict=True)}
-        for row in frame[columns].itertuples(index=False, name=None)
-    ]
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    for key, row in zip(
+        frame[KEY].tolist(), frame[columns].itertuples(index=False, name=None), strict=True
+    ):
+        plain = {column: _plain(value) for column, value in zip(columns, row, strict=True)}
+        grouped.setdefault(key, []).append(plain)
+    return grouped
 
 
 def request_records(tables: dict[str, pd.DataFrame], keys: Iterable[str]) -> list[dict]:
@@ -66,15 +71,14 @@ def request_records(tables: dict[str, pd.DataFrame], keys: Iterable[str]) -> lis
     """
     keys = list(keys)
     wanted = {table: frame[frame[KEY].isin(keys)] for table, frame in tables.items()}
-    by_key = {table: dict(tuple(frame.groupby(KEY, sort=False))) for table, frame in wanted.items()}
-    records = []
-    for key in keys:
-        record = _rows(by_key["caracteristiques"][key], set())[0]
-        record |= _rows(by_key["lieux"][key], {KEY})[0]
-        record["vehicles"] = _rows(by_key["vehicules"][key], {KEY})
-        record["users"] = _rows(by_key["usagers"][key], {KEY, "grav"})
-        records.append(record)
-    return records
+    characteristics = _rows_by_key(wanted["caracteristiques"], set())
+    places = _rows_by_key(wanted["lieux"], {KEY})
+    vehicles = _rows_by_key(wanted["vehicules"], {KEY})
+    users = _rows_by_key(wanted["usagers"], {KEY, "grav"})
+    return [
+        characteristics[key][0] | places[key][0] | {"vehicles": vehicles[key], "users": users[key]}
+        for key in keys
+    ]
 
 
 def write_example(count: int = 4, output: Path | None = None) -> None:

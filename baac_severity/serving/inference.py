@@ -4,6 +4,10 @@
 the records; ``Predictor`` runs ``entities.accident_columns`` (and ``entities.users`` for a
 user-level model), ``features.build_features`` and the promoted model. The BentoML service and the
 benchmark's plain Starlette baseline both use this module, so they compute the same thing.
+
+Up to ``SMALL_REQUEST`` accidents, the tables hold plain NumPy columns instead of pandas arrays
+(``entities.Column``): the same entity and feature code then runs without pandas' per-call
+overhead, which is most of a small request's cost. Above it, pandas' vectorised conversions win.
 """
 
 from __future__ import annotations
@@ -36,6 +40,10 @@ log = logging.getLogger("baac_severity.serving.inference")
 KEY, USER_KEY = schema.KEY, schema.USER_KEY
 PYTHON_STRING = pd.StringDtype("python")
 FULL_COLLECTION_EVERY = 100  # middle-generation collections (CPython's default: 10)
+# Accidents up to which plain columns beat pandas ones, records to model matrix (bench/serve.py,
+# "crossover": median CPU ms, plain against pandas, 2 cores): 1 accident 1.8 against 6.4, 64
+# 3.2 against 8.1, 256 9.3 against 16.3, 1,000 26.1 against 26.7, 5,000 138 against 129.
+SMALL_REQUEST = 1_000
 
 
 def _key(position: int) -> str:
@@ -52,7 +60,10 @@ def _int16(values: list[int | None]) -> pd.arrays.IntegerArray:
     return pd.arrays.IntegerArray(objects.astype("int16"), missing)
 
 
-def _column(values: list[Any], dtype: str) -> Any:
+def _column(values: list[Any], dtype: str, plain: bool) -> Any:
+    if plain:
+        # entities.Column: float64 with NaN for numbers and codes, objects with None for texts.
+        return np.array(values, dtype=object if dtype == "string" else "float64")
     if dtype == "Int16":
         return _int16(values)
     if dtype == "float64":
@@ -74,12 +85,15 @@ def _transpose(rows: list[dict[str, Any]], fields: list[str]) -> dict[str, list[
     return dict(zip(fields, map(list, zip(*tuples, strict=True)), strict=True))
 
 
-def _table(name: str, rows: list[dict[str, Any]], keys: dict[str, list[Any]]) -> entities.Table:
+def _table(
+    name: str, rows: list[dict[str, Any]], keys: dict[str, list[Any]], plain: bool
+) -> entities.Table:
     """A normalised table, as columns, from validated request rows and the keys set by
-    ``to_tables``: the same arrays a frame of the table would hold, without the frame."""
+    ``to_tables``: the same arrays a frame of the table would hold (or their plain NumPy
+    form), without the frame."""
     dtypes = {c: d for c, d in schema.dtypes(name).items() if c != "grav"}  # grav: the outcome
     values = _transpose(rows, [column for column in dtypes if column not in keys]) | keys
-    return {column: _column(values[column], d) for column, d in dtypes.items()}
+    return {column: _column(values[column], d, plain) for column, d in dtypes.items()}
 
 
 @dataclass(frozen=True)
@@ -109,8 +123,9 @@ def _scoped_ids(rows: list[dict[str, Any]], owners: list[int]) -> list[str | Non
     return [None if i is None else f"{_key(o)}:{i}" for i, o in zip(ids, owners, strict=True)]
 
 
-def to_tables(records: Sequence[Any]) -> Batch:
-    """The four normalised tables of validated ``AccidentRecord`` dicts, keyed by position.
+def to_tables(records: Sequence[Any], plain: bool = False) -> Batch:
+    """The four normalised tables of validated ``AccidentRecord`` dicts, keyed by position;
+    with ``plain``, as NumPy columns (``entities.Column``) rather than pandas arrays.
 
     The client's identifiers are not keys (they may repeat or be absent): ``num_acc`` and
     ``user_id`` are the request positions.
@@ -120,8 +135,8 @@ def to_tables(records: Sequence[Any]) -> Batch:
     users, user_owners, user_positions = _children(accidents, "users")
     accident_keys = [_key(i) for i in range(len(accidents))]
     tables = {
-        "caracteristiques": _table("caracteristiques", accidents, {KEY: accident_keys}),
-        "lieux": _table("lieux", accidents, {KEY: accident_keys}),
+        "caracteristiques": _table("caracteristiques", accidents, {KEY: accident_keys}, plain),
+        "lieux": _table("lieux", accidents, {KEY: accident_keys}, plain),
         "vehicules": _table(
             "vehicules",
             vehicles,
@@ -129,6 +144,7 @@ def to_tables(records: Sequence[Any]) -> Batch:
                 KEY: [accident_keys[o] for o in vehicle_owners],
                 "id_vehicule": _scoped_ids(vehicles, vehicle_owners),
             },
+            plain,
         ),
         "usagers": _table(
             "usagers",
@@ -138,6 +154,7 @@ def to_tables(records: Sequence[Any]) -> Batch:
                 USER_KEY: [_key(i) for i in range(len(users))],
                 "id_vehicule": _scoped_ids(users, user_owners),
             },
+            plain,
         ),
     }
     return Batch(tables, np.array(user_owners, dtype=int), np.array(user_positions, dtype=int))
@@ -315,8 +332,22 @@ class Predictor:
             x if self.encodings is None else self.encodings.transform(x)
         )
 
+    def tables(self, records: Sequence[Any]) -> Batch:
+        """The request's tables: plain columns for a small request to an accident-level model
+        (``entities.users`` joins frames, so a user-level model always gets pandas ones)."""
+        plain = self.unit == features.ACCIDENT and len(records) <= SMALL_REQUEST
+        return to_tables(records, plain)
+
+    def matrix(self, batch: Batch) -> np.ndarray:
+        """The estimator's input: the model's feature columns (``bundle.features``), one row per
+        accident or, for a user-level model, per road user."""
+        if self.unit == features.ACCIDENT:
+            columns = entities.accident_columns(batch.tables)
+            return features.accident_matrix(columns, list(self.bundle.features))
+        return self.features(batch)[self.bundle.features].to_numpy(dtype=np.float64)
+
     def features(self, batch: Batch) -> pd.DataFrame:
-        """The model matrix: one row per accident, or per road user for a user-level model."""
+        """The feature frame: one row per accident, or per road user for a user-level model."""
         columns = entities.accident_columns(batch.tables)
         groups = self.bundle.feature_groups
         if self.unit == features.ACCIDENT:
@@ -326,11 +357,12 @@ class Predictor:
         users = users.merge(accidents[[KEY, "an"]], on=KEY, how="left")  # keeps the user order
         return features.build_features(accidents, groups, features.USER, users)
 
-    def predict_proba(self, matrix: pd.DataFrame) -> np.ndarray:
-        """The raw class probabilities (the model's own, decision weights not applied)."""
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        """The raw class probabilities (the model's own, decision weights not applied) of the
+        rows of ``matrix`` (see ``matrix``)."""
         if self.trees is None:
-            return self.bundle.predict_proba(matrix)
-        return self._fast_proba(matrix[self.bundle.features].to_numpy(dtype=np.float64))
+            return self.bundle.predict_proba(pd.DataFrame(matrix, columns=self.bundle.features))
+        return self._fast_proba(matrix)
 
     def decide(self, probabilities: np.ndarray) -> list[int]:
         """The decided class of each row, as a column index: the training's decision rule
@@ -338,7 +370,7 @@ class Predictor:
         return self.bundle.decide(probabilities).tolist()
 
     def explain(
-        self, matrix: pd.DataFrame, probabilities: np.ndarray, wanted: np.ndarray
+        self, matrix: np.ndarray, probabilities: np.ndarray, wanted: np.ndarray
     ) -> list[dict[str, Any] | None]:
         """Per row of ``matrix``: where ``wanted``, the top contributions to its decided class
         (``baac_severity.serving.explain``), over the columns the forest receives (the location
@@ -347,7 +379,7 @@ class Predictor:
         rows = np.flatnonzero(wanted)
         if self.contributions is None or len(rows) == 0:
             return explanations
-        values = matrix[self.bundle.features].to_numpy(dtype=np.float64)[rows]
+        values = matrix[rows]
         if self.encodings is not None:
             values = self.encodings.transform(values)
         found = explain.top(
@@ -379,8 +411,12 @@ class Predictor:
         """One prediction at start-up, so that the first client does not pay for lazy imports
         and first-call set-up (about 80 ms)."""
         minimal = {"an": 2024, "mois": 1, "vehicles": [{}], "users": [{}]}
-        self.predict(PredictRequest.model_validate({"accidents": [minimal]}).accidents)
+        records = PredictRequest.model_validate({"accidents": [minimal]}).accidents
+        self.predict(records)
+        self.matrix(to_tables(records))  # the pandas path, which large requests take
 
-    def predict(self, records: Sequence[Any]) -> tuple[Batch, np.ndarray]:
-        batch = to_tables(records)
-        return batch, self.predict_proba(self.features(batch))
+    def predict(self, records: Sequence[Any]) -> tuple[Batch, np.ndarray, np.ndarray]:
+        """The request's tables, its model matrix and the class probabilities of each row."""
+        batch = self.tables(records)
+        matrix = self.matrix(batch)
+        return batch, matrix, self.predict_proba(matrix)

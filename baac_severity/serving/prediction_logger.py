@@ -30,7 +30,6 @@ from typing import Any
 
 import bentoml
 import numpy as np
-import pandas as pd
 
 from baac_severity.data.io import write_text
 from baac_severity.monitoring.prediction_log import (
@@ -108,26 +107,25 @@ class PredictionMonitor:
         self.writer = ThreadPoolExecutor(1, thread_name_prefix="prediction-monitor")
         atexit.register(self.close)
 
-    def record(self, predictor: Predictor, features: pd.DataFrame, response: PredictResponse,
+    def record(self, predictor: Predictor, features: np.ndarray, response: PredictResponse,
                audit: dict[str, Any]) -> None:  # fmt: skip
         """Queue the log line of one answered request; returns at once. ``features``: the
-        request's rows of the matrix that was scored (never modified afterwards), so the log
+        request's rows of the matrix that was scored (``Predictor.matrix``: the model's feature
+        columns; never modified afterwards), so the log
         holds exactly what the model saw. ``audit``: ``latency_ms`` and ``input_sha256`` (the
         hash of the body)."""
         job = self.writer.submit(self._export, predictor, features, response, audit)
         job.add_done_callback(_report_failure)
 
-    def _export(self, predictor: Predictor, features: pd.DataFrame, response: PredictResponse,
+    def _export(self, predictor: Predictor, matrix: np.ndarray, response: PredictResponse,
                 audit: dict[str, Any]) -> None:  # fmt: skip
-        features = features[predictor.bundle.features]
-        matrix = features.to_numpy(dtype=float)
         rows = response.predictions
         with bentoml.monitor(MONITOR_NAME, "default", self.options) as line:
             line.log(response.request_id, "response_id", "prediction", "categorical")
             line.log(response.model_version, "model_version", "prediction", "categorical")
             line.log(audit["latency_ms"], "latency_ms", "prediction", "numerical")
             line.log(audit["input_sha256"], "input_sha256", "prediction", "categorical")
-            for i, name in enumerate(features.columns):
+            for i, name in enumerate(predictor.bundle.features):
                 line.log(_values(matrix[:, i]), name, "feature", "numerical_sequence")
             predicted = [row.predicted_class for row in rows]
             line.log(predicted, PREDICTED_CLASS, "prediction", "numerical_sequence")

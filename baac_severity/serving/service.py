@@ -30,7 +30,6 @@ from typing import Any
 import anyio.to_thread
 import bentoml
 import numpy as np
-import pandas as pd
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -51,7 +50,7 @@ from baac_severity.serving import (
     schemas,
     settings,
 )
-from baac_severity.serving.inference import Predictor, settle_heap, to_tables
+from baac_severity.serving.inference import Predictor, settle_heap
 from baac_severity.serving.prediction_logger import PredictionMonitor
 
 # Settings are read at import: the model tag and the batching are part of the class below.
@@ -242,9 +241,7 @@ class BAACSeverity:
         records = [record for i in scored for record in requests[i].accidents]
         if not records:
             return answers  # type: ignore[return-value]
-        batch = to_tables(records)
-        matrix = self.predictor.features(batch)
-        probabilities = self.predictor.predict_proba(matrix)
+        batch, matrix, probabilities = self.predictor.predict(records)
         if self.predictor.unit == "user":
             owners, positions = batch.user_record, batch.user_position
             rows = [sum(len(r["users"]) for r in requests[i].accidents) for i in scored]
@@ -265,7 +262,7 @@ class BAACSeverity:
                 positions[part],
                 explanations[part],
             )
-            self.record(requests[index], response, matrix.iloc[part])
+            self.record(requests[index], response, matrix[part])
             answers[index] = response
             first_row += count
             first_record += len(accidents)
@@ -323,7 +320,7 @@ class BAACSeverity:
         )
 
     def record(
-        self, request: PredictInput, response: schemas.PredictResponse, features: pd.DataFrame
+        self, request: PredictInput, response: schemas.PredictResponse, features: np.ndarray
     ) -> None:
         """One prediction-log line (``baac_severity/serving/prediction_logger.py``): the request's
         model features, as scored, and its predictions."""
