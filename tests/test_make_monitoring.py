@@ -26,7 +26,7 @@ def make(*args: str, **variables: str) -> subprocess.CompletedProcess:
 def test_make_monitor_passes_since() -> None:
     dry = make("-n", "monitor", "SINCE=2026-12-01T08:00")
     assert dry.returncode == 0, dry.stderr
-    assert "baac_severity.monitoring.live --since '2026-12-01T08:00'" in dry.stdout
+    assert "baac monitor --since '2026-12-01T08:00'" in dry.stdout
 
 
 def test_make_monitor_fails_and_names_the_monitors_exit_code(tmp_path: Path) -> None:
