@@ -166,12 +166,13 @@ def test_dashboard_data_and_page_flag_the_other_snapshot(scenario: dict, monkeyp
     at.run()
     assert not at.exception
     assert any("another data snapshot" in w.value for w in at.warning)
-    tables = [frame.value for frame in at.dataframe]
+    # Static tables (numbers as shown), indexed by the experiment's name.
+    tables = [table.value for table in at.table]
     ranking = next(t for t in tables if any(str(c).startswith("Δ vs") for c in t.columns))
-    assert SAME_SNAPSHOT in set(ranking["experiment"])
-    assert CHALLENGER not in set(ranking["experiment"])
+    assert SAME_SNAPSHOT in set(ranking.index)
+    assert CHALLENGER not in set(ranking.index)
     shown_apart = next(t for t in tables if "why" in t.columns)
-    assert CHALLENGER in set(shown_apart["experiment"])
+    assert CHALLENGER in set(shown_apart.index)
 
 
 def test_importance_is_one_method_for_every_family(scenario: dict) -> None:
