@@ -22,6 +22,7 @@ from streamlit.testing.v1 import AppTest
 
 from baac_severity.config import ROOT
 from baac_severity.decisions import experiments as ex
+from baac_severity.testing.browser import CHROMIUM_ARGS
 from baac_severity.testing.local_service import free_port, stop_process
 from baac_severity.testing.sandbox import env
 from tests.exp_repo import QUEUED_EXPERIMENTS, WORKSPACE_EXPERIMENT, experiment_repo
@@ -30,15 +31,6 @@ pytestmark = pytest.mark.slow
 
 DASHBOARD = ROOT / "baac_severity" / "dashboard" / "app.py"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--headless",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 EXPECTED = {
     WORKSPACE_EXPERIMENT[0]: "model.n_estimators=10",
     QUEUED_EXPERIMENTS[0][0]: "model.max_depth=8",
