@@ -21,8 +21,11 @@ from baac_severity.serving.examples import load_tables, request_records, sample_
 from baac_severity.serving.replay import replay, shifted
 
 # Enough rows that the estimated ROC-AUC is within 0.02 of the test one (its spread over
-# 500-row draws is about 0.01) and the drift tests' noise stays below the limit.
+# 500-row draws is about 0.01) and the drift tests' noise stays below the limit. A fresh clone
+# (CI) serves the small pipeline's model, whose whole test split is about 800 accidents: it is
+# replayed whole, so its estimate is compared on the very rows of its test ROC-AUC.
 REPLAYED = 2000
+FEWEST = 500
 
 
 def logged_rows(server, since: str) -> int:
@@ -48,8 +51,10 @@ def replay_and_monitor(server, keys, records, tmp_path: Path, name: str) -> tupl
 
 @pytest.fixture(scope="module")
 def held_out(workspace) -> list[dict]:
-    """500 real test-split accidents of the served model's workspace, as request records."""
+    """Up to REPLAYED real test-split accidents of the served model's workspace, as request
+    records."""
     keys = sample_test_split(REPLAYED, dataset=workspace / "data/processed/dataset.parquet")
+    assert len(keys) >= FEWEST, f"only {len(keys)} test accidents in {workspace}"
     return request_records(load_tables(workspace / "data" / "chunks"), keys)
 
 
@@ -62,7 +67,7 @@ def test_the_live_log_feeds_a_report_and_make_monitor_flags_shifted_traffic(
 
     status, clean = replay_and_monitor(server, keys, held_out, tmp_path, "clean")
     printed = capsys.readouterr().out
-    assert clean["rows"] == REPLAYED
+    assert clean["rows"] == len(held_out)
     assert clean["share_drifted"] <= limit and status == 0, printed
     # Held-out accidents are the test split's own: the estimate matches the test ROC-AUC.
     assert abs(clean["estimated_roc_auc"] - clean["test_roc_auc"]) <= 0.02, printed
