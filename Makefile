@@ -101,19 +101,23 @@ features_doc: ## regenerate docs/FEATURES.md from baac_severity/features.py
 	$(RUN) baac features > docs/FEATURES.md
 
 # --- serving: the BentoML prediction API (issue 4; docs/serving.md) ----------------------
-# Serves the latest promoted model (`make promote`) from $(BENTOML_HOME); API_KEY comes from
+# Serves the champion (models/), imported into $(BENTOML_HOME) first if it is not the latest
+# there (baac sync-bentoml; BAAC_KEEP_MODELS newest kept); API_KEY comes from
 # the environment or .env (see .env.example); BAAC_MODEL_TAG=<name:version> serves another.
 SERVICE ?= baac_severity.serving.service:BAACSeverity
 
 .PHONY: serve api_dev bento serve_requirements bench_serve bench_batching bench_faults bench_scale
 
 serve: ## prediction API on http://$(HOST):$(PORT) (promoted model; needs API_KEY)
+	$(RUN) baac sync-bentoml
 	$(RUN) bentoml serve $(SERVICE) --host $(HOST) --port $(PORT)
 
 api_dev: ## the prediction API, reloading on code changes
+	$(RUN) baac sync-bentoml
 	$(RUN) bentoml serve $(SERVICE) --host $(HOST) --port $(PORT) --reload
 
 bento: ## package the API and the promoted model into a bento (offline)
+	$(RUN) baac sync-bentoml
 	$(RUN) bentoml build .
 
 serve_requirements: ## regenerate requirements-serve.txt (the bento's pins: the serve group) from uv.lock

@@ -10,6 +10,7 @@ wrote nothing (bad option, a model the code cannot serve, a download that failed
 130 on Ctrl-C; ``retrain``: the exit status of a failed ``dvc exp run``.
 """
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -133,41 +134,33 @@ def promote(
         ),
     ] = False,
     dvc: Annotated[bool, typer.Option(help="`dvc add models`")] = True,
-    bentoml: Annotated[bool, typer.Option(help="import the model into the BentoML store")] = True,
-    registry: Annotated[bool, typer.Option(help="register it in the MLflow registry")] = True,
 ) -> None:
-    """Promote the workspace model, or a DVC experiment's, into models/ (models.dvc), the MLflow
-    registry and the BentoML store, if it passes the gate (docs/experiments.md).
+    """Promote the workspace model, or a DVC experiment's, into models/ (models.dvc) and the
+    registry (registry.json, in git) if it passes the gate (docs/experiments.md). On a fresh
+    clone the committed champion is restored, not promoted again.
 
     Exit status: 0 promoted (or already the champion, or kept with --if-better); 1 the gate
-    refused; 2 refused: a model the code cannot serve, or the registry cannot record it.
+    refused; 2 refused, nothing written: a model the code cannot serve, or a champion this
+    clone cannot restore.
     """
     from baac_severity.decisions import promote as promotion
 
     if force and not (reason or "").strip():
         raise typer.BadParameter("--force needs --reason TEXT: the reason is recorded")
-    options = promotion.Options(
-        force=force,
-        reason=reason,
-        with_dvc=dvc,
-        with_bentoml=bentoml,
-        with_registry=registry,
-        soft_gate=if_better,
-    )
+    options = promotion.Options(force=force, reason=reason, with_dvc=dvc, soft_gate=if_better)
     _exit(promotion.run(experiment, options))
 
 
 @app.command()
-def rollback(
-    bentoml: Annotated[bool, typer.Option(help="import the model into the BentoML store")] = True,
-) -> None:
-    """Make the registry's previous champion the champion again (from the DVC cache).
+def rollback() -> None:
+    """Make the registry's previous champion the champion again (from the DVC cache, or the
+    DVC remote in another clone).
 
     Exit status: 0 rolled back; 2 the registry has nothing to roll back to.
     """
     from baac_severity.decisions import promote as promotion
 
-    _exit(promotion.run(None, promotion.Options(with_bentoml=bentoml), rollback_instead=True))
+    _exit(promotion.run(None, promotion.Options(), rollback_instead=True))
 
 
 @app.command()
@@ -299,6 +292,23 @@ def examples(
     from baac_severity.serving.examples import write_example
 
     write_example(count, output)
+
+
+@app.command("sync-bentoml")
+def sync_bentoml() -> None:
+    """Make the champion (models/ of the current directory) the BentoML store's latest
+    baac-severity model, importing it only if it is not, and keep the newest $BAAC_KEEP_MODELS
+    (default 3): `make serve` runs it first.
+
+    Exit status: 0; 2 no champion in models/ (run make run, or dvc pull models.dvc).
+    """
+    from baac_severity.serving import bento_store
+
+    try:
+        print(bento_store.sync())
+    except (FileNotFoundError, ValueError) as error:
+        print(f"sync-bentoml: {error}", file=sys.stderr)
+        raise typer.Exit(2) from None
 
 
 if __name__ == "__main__":  # python -m baac_severity.cli: what the tests and retrain run

@@ -12,6 +12,7 @@ if TYPE_CHECKING:  # omegaconf is not in the service's dependencies (serve group
     from omegaconf import DictConfig
 
 ROOT = Path(__file__).resolve().parent.parent
+MODEL_NAME = "baac-severity"  # the registry's and the BentoML store's name of the model
 
 RAW_DIR = Path("data/raw")
 CHUNKS_DIR = Path("data/chunks")
@@ -52,6 +53,8 @@ PROMOTED_MODEL = PROMOTED_DIR / MODEL_FILENAME
 PROMOTED_METADATA = PROMOTED_DIR / METADATA_FILENAME
 PROMOTED_PREDICTIONS = PROMOTED_DIR / PREDICTIONS_FILE.name
 PROMOTIONS_DIR = REPORTS_DIR / "promotions"
+MODELS_DVC = Path(f"{PROMOTED_DIR}.dvc")
+REGISTRY_FILE = Path("registry.json")  # the registry of promoted models, in git
 PARAMS_FILE = Path("params.yaml")
 # Monitoring (docs/monitoring.md): out-of-time evaluation, drift per chunk, live drift.
 MONITOR_DIR = PROCESSED_DIR / "monitor"

@@ -35,7 +35,7 @@ from baac_severity.config import (
     PROMOTED_MODEL,
     ROOT,
 )
-from baac_severity.decisions import promote
+from baac_severity.decisions import candidate, promote
 from baac_severity.modeling.model_store import ModelBundle, feature_schema_problems, load_model
 from baac_severity.testing.local_service import SERVICE, environment, free_port, import_model
 from baac_severity.testing.sandbox import run
@@ -220,7 +220,7 @@ def test_promote_refuses_a_tampered_model_and_writes_nothing(real_bundle, worksp
             "-m",
             "baac_severity.cli",
             "promote",
-        ],  # with `dvc add` and the BentoML import
+        ],  # with `dvc add`
         cwd=repo,
         env=environment(home),
         capture_output=True,
@@ -235,8 +235,7 @@ def test_promote_refuses_a_tampered_model_and_writes_nothing(real_bundle, worksp
     assert f"extra feature '{RENAMED}'" in result.stderr
     assert "retrain it with `dvc repro train`" in result.stderr
     assert snapshot(repo / PROMOTED_DIR) == before
-    assert not (repo / "models.dvc").exists()
-    assert not (home / "models").exists()
+    assert not (repo / "models.dvc").exists() and not (repo / "registry.json").exists()
 
 
 def test_promote_accepts_the_real_model_and_records_its_schema(
@@ -247,7 +246,7 @@ def test_promote_accepts_the_real_model_and_records_its_schema(
     repo = code_copy(tmp_path / "repo", real_bundle, workspace)
     shutil.rmtree(repo / PROMOTED_DIR)
     monkeypatch.chdir(repo)
-    options = promote.Options(with_dvc=False, with_bentoml=False, with_registry=False)
+    options = promote.Options(with_dvc=False)
     metadata = promote.promote(None, options)
     assert metadata["feature_schema"] == real_bundle.feature_schema
     written = json.loads((repo / PROMOTED_METADATA).read_text())
@@ -259,16 +258,17 @@ def test_promote_accepts_the_real_model_and_records_its_schema(
 def test_promote_refuses_a_model_trained_on_other_data(workspace, tmp_path, monkeypatch):
     info = json.loads((workspace / PROMOTED_METADATA).read_text())
     monkeypatch.chdir(workspace)
-    promote.check_training_data(info)  # the data it was trained on: accepted
+    candidate.check_training_data(info)  # the data it was trained on: accepted
     monkeypatch.chdir(tmp_path)
     for path in (DATASET, DATASET_USERS):
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(workspace / path, path)
-    promote.check_training_data(info)
+    candidate.check_training_data(info)
     # The same files from another split run: a real users table in place of the dataset.
     shutil.copyfile(workspace / DATASET_USERS, DATASET)
-    with pytest.raises(promote.StaleDataError, match=r"trained on data/processed/dataset.parquet"):
-        promote.check_training_data(info)
+    stale = r"trained on data/processed/dataset.parquet"
+    with pytest.raises(candidate.StaleDataError, match=stale):
+        candidate.check_training_data(info)
 
 
 def test_the_service_refuses_to_start_with_a_tampered_model(real_bundle, workspace, tmp_path):

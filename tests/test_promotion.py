@@ -1,12 +1,14 @@
-"""Experiment decisions on real models: the paired bootstrap, the promotion gate, the MLflow
-registry, rollback, a SIGKILLed promotion, and the chain from a running service back to the
-MLflow run and the data.
+"""Experiment decisions on real models, as a team works: the paired bootstrap, the promotion
+gate, the registry in git, rollback, a SIGKILLed promotion, a teammate's clone that serves and
+rolls back the same champion, and the chain from a running service back to the MLflow run and
+the data.
 
-One throwaway repository for the module (``tests/exp_repo.baseline_repo``: real 2018 data,
-20 trees) plus one experiment with 3 trees (``worse3``, run with ``--temp`` so the workspace
-keeps main's model). The tests run in file order, each promotion building on the last:
-worse3 first (no champion: no gate), then the better workspace model (accepted), worse3
-again (refused), killed, forced, rolled back.
+Clone A (``tests/exp_repo``: real 2018 data, 20 trees) tracks its runs in a real ``mlflow
+server`` on loopback and has a bare git repository and a local directory as its remotes; one
+experiment with 3 trees (``worse3``, ``--temp``: the workspace keeps main's model). The tests
+run in file order, each building on the last: worse3 first (no champion: no gate), then the
+better workspace model (accepted), worse3 again (refused), killed, forced, rolled back; then A
+pushes, B clones, pulls, serves, trains a run of its own and rolls back.
 """
 
 from __future__ import annotations
@@ -16,6 +18,9 @@ import json
 import re
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -26,9 +31,9 @@ import yaml
 
 from baac_severity.config import PROMOTED_METADATA
 from baac_severity.decisions import compare
-from baac_severity.testing.local_service import import_model, start_service
-from baac_severity.testing.sandbox import dvc, env
-from tests.exp_repo import baseline_repo
+from baac_severity.testing.local_service import free_port, import_model, start_service, stop_process
+from baac_severity.testing.sandbox import dvc, env, make_pipeline_repo, run
+from tests.exp_repo import commit
 from tests.helpers import file_digests
 
 pytestmark = pytest.mark.slow
@@ -38,9 +43,56 @@ KEY = "test-key"
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    repo = baseline_repo(tmp_path_factory.mktemp("promotion"))
-    dvc("exp", "run", "--temp", "-q", "-n", WORSE, "-S", "model.n_estimators=3", cwd=repo)
+def remotes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The team's shared places: a bare git repository and a DVC remote directory."""
+    root = tmp_path_factory.mktemp("team")
+    origin = root / "origin.git"
+    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], root)
+    return {"git": origin, "dvc": root / "dvc-remote"}
+
+
+@pytest.fixture(scope="module")
+def tracking(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real ``mlflow server`` on loopback, the team's tracking store."""
+    folder = tmp_path_factory.mktemp("mlflow")
+    port = free_port()
+    command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1"]
+    command += ["--port", str(port), "--backend-store-uri", f"sqlite:///{folder / 'runs.db'}"]
+    command += ["--artifacts-destination", str(folder / "artifacts")]
+    with (folder / "server.log").open("w") as log:
+        process = subprocess.Popen(command, cwd=folder, env=env(), stdout=log, stderr=log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        yield url
+    finally:
+        stop_process(process)
+
+
+def wait_for(url: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"mlflow server not up at {url} after {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory, remotes: dict, tracking: str) -> Path:
+    """Clone A: the small pipeline reproduced (its train run in the team's MLflow server) and
+    committed, with its git and DVC remotes, and the ``worse3`` experiment."""
+    repo = make_pipeline_repo(tmp_path_factory.mktemp("promotion") / "a")
+    dvc("remote", "add", "-d", "team", str(remotes["dvc"]), cwd=repo)
+    run(["git", "remote", "add", "origin", str(remotes["git"])], repo)
+    dvc("push", "-q", "data.dvc", cwd=repo)  # the raw dump in git (dvcstore/), as in this repo
+    dvc("repro", "-q", "split", cwd=repo)  # meanwhile the MLflow server starts
+    wait_for(tracking)
+    dvc("repro", "-q", cwd=repo, MLFLOW_TRACKING_URI=tracking)
+    commit(repo, "baseline run")
+    args = ("exp", "run", "--temp", "-q", "-n", WORSE, "-S", "model.n_estimators=3")
+    dvc(*args, cwd=repo, MLFLOW_TRACKING_URI=tracking)
     return repo
 
 
@@ -76,24 +128,32 @@ def metadata(repo: Path) -> dict:
     return json.loads((repo / PROMOTED_METADATA).read_text())
 
 
-def mlflow_client(repo: Path):
+def registry(repo: Path) -> dict:
+    return json.loads((repo / "registry.json").read_text())
+
+
+def aliases(repo: Path) -> dict[str, int | None]:
+    found = registry(repo)
+    return {"champion": found["champion"], "previous": found["previous"]}
+
+
+def runs_of(tracking: str, **tags: str) -> list:
+    """The MLflow runs with these tags (``model.sha256``: the run that trained a model)."""
     from mlflow import MlflowClient
 
-    uri = f"sqlite:///{repo / 'mlflow.db'}"
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def aliases(repo: Path) -> dict[str, str]:
-    client = mlflow_client(repo)
-    found = client.get_registered_model("baac-severity").aliases
-    return {alias: str(version) for alias, version in found.items()}
+    client = MlflowClient(tracking_uri=tracking)
+    experiment = client.get_experiment_by_name("baac-severity")
+    query = " and ".join(f"tags.`{key}` = '{value}'" for key, value in tags.items())
+    return client.search_runs([experiment.experiment_id], filter_string=query)
 
 
 def champion_state(repo: Path, home: Path) -> dict:
-    """Everything a promotion may change, as bytes: models/, models.dvc, the BentoML store."""
+    """Everything a promotion may change, as bytes: models/, models.dvc, the registry, the
+    BentoML store."""
     return {
         "models": file_digests(repo / "models"),
         "models.dvc": (repo / "models.dvc").read_bytes(),
+        "registry.json": (repo / "registry.json").read_bytes(),
         "bentoml": file_digests(home),
     }
 
@@ -159,16 +219,22 @@ def test_road_users_are_resampled_by_accident() -> None:
 # --- the gate and the registry, in scenario order ---------------------------------------
 
 
-def test_first_promotion_has_no_gate_and_registers_the_run(repo: Path, home: Path) -> None:
-    done = promote(repo, home, "--experiment", WORSE, "--no-bentoml")
+def test_first_promotion_has_no_gate_and_starts_the_registry(
+    repo: Path, home: Path, tracking: str
+) -> None:
+    done = promote(repo, home, "--experiment", WORSE)
     assert done.returncode == 0, done.stderr
     assert "No champion yet" in done.stdout
     meta = metadata(repo)
-    assert meta["experiment"] == WORSE and meta["registry"]["version"] == "1"
-    run = mlflow_client(repo).get_run(meta["mlflow_run_id"])
-    assert run.data.tags["model.sha256"] == meta["model_sha256"]
-    assert run.data.tags["dvc.experiment"] == WORSE
-    assert aliases(repo) == {"champion": "1"}
+    assert meta["experiment"] == WORSE and meta["registry"]["version"] == 1
+    assert aliases(repo) == {"champion": 1, "previous": None}
+    [version] = registry(repo)["versions"]
+    assert version["model_sha256"] == meta["model_sha256"]
+    assert version["models_dvc"] == (repo / "models.dvc").read_text()
+    # Nothing per run in the DVC-hashed metadata: the run is found by the model's hash.
+    assert "mlflow_run_id" not in meta
+    [trained] = runs_of(tracking, **{"model.sha256": meta["model_sha256"]})
+    assert trained.data.tags["dvc.experiment"] == WORSE
 
 
 def test_gate_accepts_a_better_model(repo: Path, home: Path, recorded: dict) -> None:
@@ -179,9 +245,12 @@ def test_gate_accepts_a_better_model(repo: Path, home: Path, recorded: dict) -> 
     report = (repo / meta["promotion"]["report"]).read_text()
     assert "passed the gate" in report and "95% interval" in report
     # The workspace holds the promoted run: record its params and lock with the promotion.
-    record = f"git add params.yaml dvc.lock metrics plots models.dvc {meta['promotion']['report']}"
+    record = (
+        "git add params.yaml dvc.lock metrics plots models.dvc registry.json "
+        f"{meta['promotion']['report']}"
+    )
     assert f"record it:\n  {record} && git commit" in done.stdout
-    assert aliases(repo) == {"champion": "2", "previous": "1"}
+    assert aliases(repo) == {"champion": 2, "previous": 1}
     status = dvc("status", "models.dvc", cwd=repo).stdout
     assert "up to date" in status, status
     recorded["accepted"] = champion_state(repo, home)
@@ -190,13 +259,11 @@ def test_gate_accepts_a_better_model(repo: Path, home: Path, recorded: dict) -> 
 def test_gate_refuses_a_worse_model_and_changes_nothing(repo: Path, home: Path) -> None:
     import_model(repo, home)  # the champion in the BentoML store too
     before = champion_state(repo, home)
-    registry = (repo / "mlflow.db").read_bytes()
     done = promote(repo, home, "--experiment", WORSE)
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"{WORSE} does not beat the champion on validation.roc_auc" in done.stderr
     assert re.search(r"\| roc_auc +\|", done.stdout) and "nothing changed" in done.stderr
     assert champion_state(repo, home) == before
-    assert (repo / "mlflow.db").read_bytes() == registry
 
 
 def test_sigkill_during_promotion_leaves_the_champion_intact(repo: Path, home: Path) -> None:
@@ -205,12 +272,13 @@ def test_sigkill_during_promotion_leaves_the_champion_intact(repo: Path, home: P
     done = promote(repo, home, *args, BAAC_PROMOTE_KILL_AT="staged")
     assert done.returncode == -9, done.stderr
     assert champion_state(repo, home) == before
-    assert aliases(repo) == {"champion": "2", "previous": "1"}
     assert list(repo.glob(".models.tmp-*")), "the kill left its staged copy (hidden)"
 
 
-def test_force_with_a_reason_promotes_and_records_it(repo: Path, home: Path) -> None:
-    args = ("--experiment", WORSE, "--force", "--reason", "x: a demo", "--no-bentoml")
+def test_force_with_a_reason_promotes_and_records_it(
+    repo: Path, home: Path, recorded: dict
+) -> None:
+    args = ("--experiment", WORSE, "--force", "--reason", "x: a demo")
     done = promote(repo, home, *args)
     assert done.returncode == 0, done.stderr
     assert not list(repo.glob(".models.tmp-*")), "the next run removes a killed one's leftover"
@@ -218,56 +286,70 @@ def test_force_with_a_reason_promotes_and_records_it(repo: Path, home: Path) -> 
     assert meta["promotion"] == {
         "forced": True,
         "reason": "x: a demo",
-        "previous_version": "2",
+        "previous_version": 2,
         "report": meta["promotion"]["report"],
     }
     report = (repo / meta["promotion"]["report"]).read_text()
     assert "Forced, reason: x: a demo" in report and "did not pass the gate" in report
-    assert aliases(repo) == {"champion": meta["registry"]["version"], "previous": "2"}
+    assert aliases(repo) == {"champion": 3, "previous": 2}
+    assert registry(repo)["versions"][2]["reason"] == "x: a demo"
     assert promote(repo, home, "--force").returncode == 2  # no reason: a usage error
+    recorded["forced"] = champion_state(repo, home)
 
 
 def test_rollback_restores_the_previous_champion(repo: Path, home: Path, recorded: dict) -> None:
-    forced = metadata(repo)["registry"]["version"]
-    done = baac(repo, home, "rollback", "--no-bentoml")
+    done = baac(repo, home, "rollback")
     assert done.returncode == 0, done.stderr
     restored = champion_state(repo, home)
     assert restored["models"] == recorded["accepted"]["models"]
     assert restored["models.dvc"] == recorded["accepted"]["models.dvc"]
-    assert aliases(repo) == {"champion": "2", "previous": forced}
-    assert "git add models.dvc reports/promotions/rollback-v2-workspace.md" in done.stdout
+    assert aliases(repo) == {"champion": 2, "previous": 3}
+    report = "reports/promotions/rollback-v2-workspace.md"
+    assert f"git add models.dvc registry.json {report}" in done.stdout
 
 
 def test_the_served_model_leads_back_to_its_run_and_data(
-    repo: Path, home: Path, tmp_path: Path
+    repo: Path, home: Path, tmp_path: Path, tracking: str
 ) -> None:
-    import_model(repo, home)  # the champion after the rollback
+    tag = import_model(repo, home)  # the champion after the rollback
     server = start_service(home, repo, tmp_path, API_KEY=KEY)
     try:
         served = httpx.get(f"{server.url}/model", headers={"X-API-Key": KEY}, timeout=60).json()
     finally:
         server.stop()
-    client = mlflow_client(repo)
-    version = client.get_model_version_by_alias("baac-severity", "champion")
-    assert served["registry"]["version"] == str(version.version) == "2"
-    assert served["mlflow_run_id"] == version.run_id
-    run = client.get_run(served["mlflow_run_id"])
-    assert run.data.tags["model.sha256"] == served["model_sha256"]
-    assert run.data.tags["dvc.experiment"] == served["experiment"] == "workspace"
+    assert served["registry"]["version"] == registry(repo)["champion"] == 2
+    [trained] = runs_of(tracking, **{"model.sha256": served["model_sha256"]})
+    assert trained.data.tags["dvc.experiment"] == served["experiment"] == "workspace"
     data_hash = hashlib.sha256((repo / "data/processed/dataset.parquet").read_bytes()).hexdigest()
     assert served["data_snapshot"]["dataset_sha256"] == data_hash
-    assert run.data.tags["data.dataset_sha256"] == data_hash
-    assert (
-        served["git_sha"]
-        == subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=repo, text=True).strip()
-    )
+    assert trained.data.tags["data.dataset_sha256"] == data_hash
+    assert served["git_sha"] == run(["git", "rev-parse", "HEAD"], repo).stdout.strip()
     # The store's own record of the model (a process-wide BentoML store may point elsewhere).
     name, tag_version = served["bentoml_model"].split(":")
+    assert served["bentoml_model"] == tag
     labels = yaml.safe_load((home / "models" / name / tag_version / "model.yaml").read_text())[
         "labels"
     ]
-    assert labels["mlflow_run_id"] == version.run_id and labels["registry_version"] == "2"
+    assert labels["registry_version"] == "2" and labels["model_sha256"] == served["model_sha256"]
     assert labels["dataset_sha256"] == data_hash and labels["experiment"] == "workspace"
+
+
+def test_the_bentoml_store_keeps_the_newest_models(repo: Path, tmp_path: Path) -> None:
+    """The store is derived: each sync imports a champion that is not the latest, and keeps
+    the newest BAAC_KEEP_MODELS."""
+    home = tmp_path / "bentoml_home"
+    first = baac(repo, home, "sync-bentoml", BAAC_KEEP_MODELS="1")
+    assert first.returncode == 0 and "the champion, imported" in first.stdout, first.stderr
+    again = baac(repo, home, "sync-bentoml", BAAC_KEEP_MODELS="1")
+    assert "already the store's latest" in again.stdout, again.stderr
+    assert baac(repo, home, "rollback").returncode == 0  # champion v3 again
+    other = baac(repo, home, "sync-bentoml", BAAC_KEEP_MODELS="1")
+    assert "the champion, imported" in other.stdout and "1 older model(s) removed" in other.stdout
+    assert len(list((home / "models" / "baac-severity").glob("*/model.yaml"))) == 1
+    assert baac(repo, home, "rollback").returncode == 0  # back to v2, as the scenario was
+    assert aliases(repo) == {"champion": 2, "previous": 3}
+    bad = baac(repo, home, "sync-bentoml", BAAC_KEEP_MODELS="0")
+    assert bad.returncode == 2 and "BAAC_KEEP_MODELS must be at least 1" in bad.stderr
 
 
 def test_review_says_no_experiment_beats_main(repo: Path) -> None:
@@ -288,3 +370,41 @@ def test_review_says_no_experiment_beats_main(repo: Path) -> None:
     assert f"95% percentile intervals of {WORSE} − main" in report
     rows = pd.read_parquet(repo / "model" / "predictions.parquet")
     assert f"on the {(rows['split'] == 'test').sum():,} test rows" in report
+
+
+def test_a_teammates_clone_serves_and_rolls_back_the_same_champion(
+    repo: Path, remotes: dict, tracking: str, recorded: dict, tmp_path: Path
+) -> None:
+    """A records and pushes (git, with the registry; DVC, with every champion); B clones and
+    pulls: its service answers GET /model with A's model and registry version without
+    training, its own run lands in the same MLflow server, and its rollback restores A's
+    previous champion byte for byte."""
+    commit(repo, "Promotions, a rollback")
+    run(["git", "push", "-q", "origin", "main"], repo)
+    dvc("push", "-q", cwd=repo)  # every cached output: the data, the pipeline's, each champion
+    b = tmp_path / "b"
+    run(["git", "clone", "-q", str(remotes["git"]), str(b)], tmp_path)
+    dvc("pull", "-q", cwd=b)
+    assert dvc("status", cwd=b).stdout.strip().endswith("up to date.")  # nothing to retrain
+    assert registry(b) == registry(repo)
+    home = tmp_path / "bentoml_home"
+    import_model(b, home)  # what B's `make serve` runs first
+    server = start_service(home, b, tmp_path, API_KEY=KEY)
+    try:
+        served = httpx.get(f"{server.url}/model", headers={"X-API-Key": KEY}, timeout=60).json()
+    finally:
+        server.stop()
+    theirs = metadata(repo)
+    assert served["model_sha256"] == theirs["model_sha256"]
+    assert served["registry"] == theirs["registry"] == {"name": "baac-severity", "version": 2}
+    # B's own experiment is tracked in the team's store, beside A's runs.
+    args = ("exp", "run", "-q", "-n", "b-leaf5", "-S", "model.min_samples_leaf=5")
+    dvc(*args, cwd=b, MLFLOW_TRACKING_URI=tracking)
+    experiments = {r.data.tags.get("dvc.experiment") for r in runs_of(tracking)}
+    assert {"workspace", WORSE, "b-leaf5"} <= experiments
+    # B's rollback: A's previous champion (v3), from the DVC remote (B's cache never had it).
+    done = baac(b, home, "rollback")
+    assert done.returncode == 0, done.stderr
+    assert file_digests(b / "models") == recorded["forced"]["models"]
+    assert (b / "models.dvc").read_bytes() == recorded["forced"]["models.dvc"]
+    assert aliases(b) == {"champion": 3, "previous": 2}

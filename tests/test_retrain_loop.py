@@ -77,7 +77,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict:
     repo = fresh_clone(origin, tmp_path_factory.mktemp("clone") / "repo")
     dvc("repro", "-q", cwd=repo)
     commit(repo, "champion: the first 2 chunks")
-    promoted = python(repo, "baac_severity.cli", "promote", "--no-bentoml")
+    promoted = python(repo, "baac_severity.cli", "promote")
     assert promoted.returncode == 0, promoted.stderr
     commit(repo, "promote the 2-chunk champion")
     sets = ["-S", "model=hist_gradient_boosting", "-S", "model.max_iter=40"]

@@ -1,361 +1,130 @@
-"""Promote a trained model behind a gate, register it, and roll back: ``make promote``.
+"""Promote a trained model behind the gate, restore the committed champion, roll back:
+``baac promote`` and ``baac rollback`` (``make promote``, ``make rollback``, ``make run``).
 
-``baac promote`` takes the workspace model (``model/``);
-``--experiment NAME`` takes the model of a DVC experiment, read from the DVC cache at that
-experiment's commit, without touching the workspace. ``--rollback`` restores the previous champion.
+``baac promote`` takes the workspace model (``model/``); ``--experiment NAME`` takes a DVC
+experiment's (``decisions/candidate.py``). If it passes the gate (``decisions/gate.py``; or
+``--force --reason TEXT``, recorded), it becomes the champion:
 
-**The gate.** The challenger replaces the champion (the model in ``models/``) only when
+- ``models/``: the model, its ``metadata.json`` (everything in ``model_info.json`` plus the
+  registry version, the experiment, the commit and the gate's verdict, nothing per machine or
+  per run, so that the same promotion gives the same bytes in every clone) and its per-row
+  predictions, tracked by ``models.dvc``;
+- a new version in ``registry.json`` (``decisions/registry.py``), the report in
+  ``reports/promotions/``; it prints the ``git add … && git commit`` line that records them;
+- with a default DVC remote (a team's), ``models/`` pushed there: any clone can then restore
+  any version of the registry.
 
-1. it beats the champion on the selection metric (``promotion.metric``, a *validation*
-   metric, ``validation.roc_auc`` by default) by more than 0 and at least
-   ``promotion.min_delta``, and
-2. the paired bootstrap on the test rows both models scored does not show it significantly
-   worse on that metric's test counterpart (``roc_auc``; ``baac_severity/decisions/compare.py``).
+**A fresh clone** has ``models.dvc`` and ``registry.json`` but no ``models/``. When the workspace
+model is the registry's champion (training is deterministic: the committed code, params and
+data give the same bytes), ``models/`` is rebuilt from it and must hash to what
+``models.dvc`` records: the champion is restored, not re-promoted, and git stays clean. Any
+other champion comes from the DVC remote (``dvc pull models.dvc``).
 
-Otherwise it prints the comparison, changes nothing and exits 1. ``--force --reason TEXT``
-overrides; the reason is recorded. The first promotion (no champion) has nothing to pass.
+**Atomicity.** Everything is prepared first in a hidden temporary directory (the new
+``models/``, its ``models.dvc`` from ``dvc add``, which also fills the DVC cache, the registry
+and the report). Only then is the champion switched: one atomic directory exchange
+(``renameat2(RENAME_EXCHANGE)``), then the small files replaced. A promote killed before the
+switch leaves the champion as it was (the staged directory is a hidden leftover, removed by the
+next run).
 
-**The registry** is the MLflow Model Registry in ``mlflow.db``: each promotion registers
-``runs:/<run_id>/model`` of the training run (found by the model file's sha256, which the
-train stage tags the run with) as a new version of ``baac-severity`` and moves the aliases
-``champion`` (the new version) and ``previous`` (the old champion). ``models/metadata.json``,
-the BentoML model's labels and ``GET /model`` carry the registry version, the run id, the
-DVC experiment, the git commit and the data snapshot hash.
+**Rollback** makes the registry's ``previous`` the champion again: its ``models.dvc`` (kept in
+the registry) is checked out from the DVC cache, or pulled from the remote in another clone.
 
-**Atomicity.** Everything is prepared first under a hidden temporary directory: the new
-``models/`` (model, metadata, per-row predictions), its ``models.dvc`` (``dvc add`` of the
-staged copy, which also fills the DVC cache) and an unaliased registry version. Only then is
-the champion switched: one atomic directory exchange (``renameat2(RENAME_EXCHANGE)``) and the
-replacement of ``models.dvc``; the BentoML import and the registry aliases follow. A promote
-killed before the switch leaves the champion as it was (the staged directory is a hidden
-leftover, removed by the next run). It writes the comparison to ``reports/promotions/`` and
-prints the ``git add … && git commit`` line that records the promotion.
-
-It refuses (exit code 2, nothing written) a model that the current code could not serve as it
-was trained: a feature schema that differs from ``baac_severity/features.py``, another
-scikit-learn version, or, for the workspace model, training data that ``data/processed`` no
-longer holds; and a model whose training run is not in the MLflow store.
+The BentoML store is not written here: ``make serve`` derives it from ``models/``
+(``serving/bento_store.py``).
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
-import hashlib
-import io
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from hashlib import sha256
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+import yaml
 
 from baac_severity.config import (
-    DATASET,
-    DATASET_USERS,
     METADATA_FILENAME,
     MODEL_FILE,
     MODEL_FILENAME,
-    MODEL_INFO,
+    MODEL_NAME,
+    MODELS_DVC,
     PARAMS_FILE,
     PROMOTED_DIR,
-    PROMOTED_METADATA,
-    PROMOTED_MODEL,
     PROMOTED_PREDICTIONS,
     PROMOTIONS_DIR,
+    REGISTRY_FILE,
     ROOT,
 )
-from baac_severity.data.io import git_text, remove_leftovers, write_json, write_text
-from baac_severity.decisions import comparable, compare
-from baac_severity.modeling import tracking
+from baac_severity.data.io import read_json, remove_leftovers, write_json, write_text
+from baac_severity.decisions import compare, registry
+from baac_severity.decisions.candidate import (
+    Candidate,
+    StaleDataError,
+    checked_bundle,
+    current_champion,
+    read_candidate,
+)
+from baac_severity.decisions.gate import Decision, GateRefused, gate
+from baac_severity.decisions.registry import RegistryError, Version
 
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-
-    from baac_severity.modeling.model_store import ModelBundle
-
-BENTO_MODEL_NAME = "baac-severity"
-REGISTERED_MODEL = "baac-severity"
-CHAMPION, PREVIOUS = "champion", "previous"
-MODELS_DVC = Path(f"{PROMOTED_DIR}.dvc")
 # Test hook: SIGKILL this process when it reaches the named step (staged, switched).
 KILL_ENV = "BAAC_PROMOTE_KILL_AT"
 GATE_EXIT, REFUSED_EXIT = 1, 2
 
 
-class StaleDataError(RuntimeError):
-    """The workspace model was trained on other data than ``data/processed`` holds now."""
-
-
-class RegistryError(RuntimeError):
-    """The MLflow registry cannot record this promotion (no training run, store unusable)."""
-
-
-class GateRefused(RuntimeError):
-    """The challenger did not pass the gate; the message is the comparison."""
-
-
-# --- reading the challenger and the champion ------------------------------------------------
-
-
-def experiment_commit(name: str) -> str:
-    """The commit of a DVC experiment, from its git ref (refs/exps/<baseline>/<name>)."""
-    refs = git_text(
-        ROOT, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps"
-    ).splitlines()
-    matches = [
-        sha for ref, sha in (line.split() for line in refs) if ref.rsplit("/", 1)[-1] == name
-    ]
-    if not matches:
-        known = sorted({line.split()[0].rsplit("/", 1)[-1] for line in refs})
-        raise SystemExit(f"no experiment named {name!r}; known experiments: {known or 'none'}")
-    return matches[0]
+class RestoreError(RuntimeError):
+    """The committed champion cannot be restored in this clone."""
 
 
 @dataclass
-class Candidate:
-    """A model to promote: its bytes, ``model_info.json``, git revision and predictions."""
-
-    model: bytes
-    info: dict
-    rev: str
-    experiment: str | None
-    predictions_file: bytes | None  # model/predictions.parquet, None for an older model
-
-    @property
-    def predictions(self) -> pd.DataFrame | None:
-        if self.predictions_file is None:
-            return None
-        return pd.read_parquet(io.BytesIO(self.predictions_file))
-
-    @property
-    def name(self) -> str:
-        return self.experiment or "workspace"
-
-    @property
-    def sha256(self) -> str:
-        return hashlib.sha256(self.model).hexdigest()
+class Options:
+    force: bool = False
+    reason: str | None = None
+    with_dvc: bool = True
+    soft_gate: bool = False  # a refused gate keeps the champion and is no error (make run)
 
 
-def read_model_files(experiment: str | None) -> tuple[bytes, dict, str]:
-    """(model bytes, model_info, git revision) of the workspace or an experiment."""
-    if experiment is None:
-        if not MODEL_FILE.exists():
-            raise SystemExit(f"{MODEL_FILE} not found: run `dvc repro` first")
-        return (
-            MODEL_FILE.read_bytes(),
-            json.loads(MODEL_INFO.read_text()),
-            git_text(ROOT, "rev-parse", "HEAD"),
-        )
-    import dvc.api
-
-    rev = experiment_commit(experiment)
-    model = dvc.api.read(str(MODEL_FILE), repo=str(ROOT), rev=rev, mode="rb")
-    info = json.loads(dvc.api.read(str(MODEL_INFO), repo=str(ROOT), rev=rev))
-    return model, info, rev
+# --- the champion's files -------------------------------------------------------------------
 
 
-def read_candidate(experiment: str | None) -> Candidate:
-    model, info, rev = read_model_files(experiment)
-    try:
-        predictions = compare.read_predictions_bytes(".", None if experiment is None else rev)
-    except compare.CompareError:
-        predictions = None  # a model trained before predictions were written
-    return Candidate(model, info, rev, experiment, predictions)
-
-
-@dataclass
-class Champion:
-    """The promoted model in ``models/``: its metadata and per-row predictions."""
-
-    metadata: dict
-    predictions: pd.DataFrame | None = field(default=None)
-
-
-def current_champion() -> Champion | None:
-    if not PROMOTED_METADATA.is_file() or not PROMOTED_MODEL.is_file():
-        return None
-    predictions = None
-    if PROMOTED_PREDICTIONS.is_file():
-        predictions = pd.read_parquet(PROMOTED_PREDICTIONS)
-    return Champion(json.loads(PROMOTED_METADATA.read_text()), predictions)
-
-
-def check_training_data(info: dict) -> None:
-    """The workspace model's data snapshot must be the data in ``data/processed``: otherwise
-    its metadata would describe a model that ``dvc repro`` no longer produces."""
-    snapshot = info["data_snapshot"]
-    for path, recorded in (
-        (DATASET, snapshot["dataset_sha256"]),
-        (DATASET_USERS, snapshot["users_sha256"]),
-    ):
-        if not path.exists():
-            continue  # a workspace without the split outputs: nothing to compare with
-        actual = hashlib.sha256(path.read_bytes()).hexdigest()
-        if actual != recorded:
-            raise StaleDataError(
-                f"{MODEL_FILE} was trained on {path} with sha256 {recorded[:16]}…, "
-                f"the file now has sha256 {actual[:16]}…: run `dvc repro train` first"
-            )
-
-
-def checked_bundle(model: bytes, info: dict, experiment: str | None) -> ModelBundle:
-    """The model, loaded and checked against the current code (and data, for the workspace)."""
-    # Imported here: scikit-learn takes seconds to import, and `import_into_bentoml` (used
-    # by the tests and the benchmark to fill a BentoML home) does not need it.
-    from baac_severity.modeling.model_store import check_feature_schema, load_model_bytes
-
-    source = MODEL_FILE if experiment is None else f"experiment {experiment}: {MODEL_FILE}"
-    bundle = load_model_bytes(model, info, source)
-    check_feature_schema(bundle, source)
-    if experiment is None:
-        check_training_data(info)
-    return bundle
-
-
-# --- the gate ----------------------------------------------------------------------------
-
-
-@dataclass
-class Decision:
-    passed: bool
-    reasons: list[str]
-    report: str  # Markdown: the selection metric, test metrics beside, the bootstrap
-
-
-def _metric(metrics: dict, dotted: str) -> float | None:
-    split, name = dotted.split(".", 1)
-    value = (metrics.get(split) or {}).get(name)
-    return None if value is None else float(value)
-
-
-def _fmt(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
-def gate(candidate: Candidate, champion: Champion | None) -> Decision:
-    """Whether ``candidate`` may replace ``champion``, and the comparison as Markdown."""
-    name = candidate.name
-    if champion is None:
-        return Decision(True, ["first promotion: no champion to beat"], "No champion yet.")
-    settings = compare.promotion_settings(".")  # the gate's settings: params.yaml promotion
-    old = champion.metadata
-    old_name = f"champion {old.get('experiment')} (v{registry_version(old) or '?'})"
-    metric = settings.metric
-    # Like with like (decisions/comparable.py): recorded validation values when both models
-    # were validated on the same snapshot, else the validation rows both scored.
-    scores = comparable.selection_scores(
-        settings,
-        (old, champion.predictions),
-        (candidate.info, candidate.predictions),
-    )
-    new_value, old_value = scores.challenger, scores.champion
-    reasons: list[str] = []
-    if scores.problem:
-        reasons.append(f"{name} cannot be compared with the champion: {scores.problem}")
-    elif new_value is None or old_value is None:
-        reasons.append(f"{metric} is missing for {name if new_value is None else old_name}")
-    elif not settings.beats(new_value, old_value):
-        reasons.append(
-            f"{name} does not beat the champion on {metric}: {new_value:.4f} vs "
-            f"{old_value:.4f} (gain {settings.gain(new_value, old_value):+.4f}, needs > 0 "
-            f"and >= promotion.min_delta = {settings.min_delta}; {scores.basis})"
-        )
-    lines = [
-        f"Selection metric **{metric}** (validation); test metrics are reported, not chosen on.",
-        f"Selection rows: {scores.basis}.",
-        "",
-        f"| metric | {old_name} | {name} |",
-        "|---|---|---|",
-        f"| {metric} (selection rows) | {_fmt(old_value)} | {_fmt(new_value)} |",
-    ]
-    for dotted in [metric, *(f"test.{m}" for m in compare.HEADLINE)]:
-        lines.append(
-            f"| {dotted} | {_fmt(_metric(old['metrics'], dotted))} | "
-            f"{_fmt(_metric(candidate.info['metrics'], dotted))} |"
-        )
-    if champion.predictions is None or candidate.predictions is None:
-        lines += ["", "No paired bootstrap: one of the models has no per-row predictions."]
-    else:
-        try:
-            comparison = compare.compare_predictions(
-                champion.predictions, candidate.predictions, settings.bootstrap
-            )
-        except compare.CompareError as error:
-            reasons.append(f"the models cannot be compared on the same test rows: {error}")
-            lines += ["", f"No paired bootstrap: {error}."]
-        else:
-            lines += ["", compare.markdown_table(comparison, "champion", name)]
-            check = comparison.intervals[settings.test_metric]
-            if check.verdict == "worse":
-                reasons.append(
-                    f"{name} is significantly worse on test {settings.test_metric}: "
-                    f"{check.describe()}"
-                )
-    return Decision(not reasons, reasons, "\n".join(lines))
-
-
-# --- the registry (MLflow) -------------------------------------------------------------------
-
-
-def mlflow_client() -> MlflowClient:
-    import mlflow
-    from mlflow import MlflowClient
-
-    uri = tracking.tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def find_run(client: MlflowClient, model_sha256: str) -> str:
-    """The MLflow run that trained the model with this file hash (the newest, if retrained)."""
-    experiment = client.get_experiment_by_name(tracking.EXPERIMENT)
-    runs: list = []
-    if experiment is not None:
-        runs = client.search_runs(
-            [experiment.experiment_id],
-            filter_string=f"tags.`model.sha256` = '{model_sha256}'",
-            order_by=["attributes.start_time DESC"],
-            max_results=1,
-        )
-    if not runs:
-        raise RegistryError(
-            f"no MLflow run in {tracking.tracking_uri()} trained the model with sha256 "
-            f"{model_sha256[:16]}… (was tracking off when it was trained?): re-run "
-            "`dvc repro train` (or the experiment) to record it, or pass --no-registry"
-        )
-    return runs[0].info.run_id
-
-
-def register(client: MlflowClient, run_id: str, tags: dict[str, str]) -> str:
-    """A new, not yet aliased version of the registered model; returns its number."""
-    import mlflow
-
-    version = mlflow.register_model(f"runs:/{run_id}/model", REGISTERED_MODEL, tags=tags)
-    return str(version.version)
-
-
-def alias_version(client: MlflowClient, alias: str) -> Any:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(REGISTERED_MODEL, alias)
-    except MlflowException:
-        return None
-
-
-def registry_version(metadata: dict) -> str | None:
-    return (metadata.get("registry") or {}).get("version")
-
-
-# --- writing: stage, then switch ------------------------------------------------------------
+def build_metadata(candidate: Candidate, version: Version, feature_schema: dict | None) -> dict:
+    """``models/metadata.json``: the model's own record and its registry version, no value
+    that differs between clones."""
+    info = candidate.info
+    return {
+        "version": candidate.sha256[:12],
+        "model_sha256": candidate.sha256,
+        "registry": {"name": MODEL_NAME, "version": version.version},
+        "experiment": version.experiment,
+        "git_sha": version.git_sha,
+        "promotion": {
+            "forced": version.forced,
+            "reason": version.reason,
+            "previous_version": version.previous,
+            "report": version.report,
+        },
+        "target": info["target"],
+        "unit": info["unit"],
+        "model_name": info["model_name"],
+        "classes": info["classes"],
+        "labels": info["labels"],
+        "features": info["features"],
+        "feature_groups": info["feature_groups"],
+        "feature_schema": feature_schema,
+        "sklearn_version": info["sklearn_version"],
+        "decision_weights": info["decision_weights"],
+        "metrics": info["metrics"],
+        "params": info["params"],
+        "data_snapshot": info["data_snapshot"],
+    }
 
 
 def kill_point(step: str) -> None:
@@ -382,13 +151,37 @@ def stage_directory() -> Path:
     return Path(tempfile.mkdtemp(dir=".", prefix=prefix))
 
 
-def dvc_add(path: Path) -> None:
-    """``dvc add`` the staged directory: fills the cache and writes its .dvc file beside it."""
-    subprocess.run([sys.executable, "-m", "dvc", "add", "-q", str(path)], check=True)
+def dvc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dvc", *args], capture_output=True, text=True, check=False
+    )
 
 
-def switch(stage: Path, with_dvc: bool, report: Path | None = None) -> None:
-    """Make the staged ``models/`` (and ``models.dvc``, and the report) the champion's."""
+def dvc_add(path: Path) -> str:
+    """``dvc add`` the staged directory (fills the cache); returns its ``.dvc`` file's text."""
+    done = dvc("add", "-q", str(path))
+    if done.returncode != 0:
+        raise RuntimeError(f"dvc add {path} failed:\n{done.stderr}")
+    return path.with_name(f"{path.name}.dvc").read_text()
+
+
+def dir_md5(dvc_file_text: str) -> str:
+    return yaml.safe_load(dvc_file_text)["outs"][0]["md5"]
+
+
+def stage_models(stage: Path, candidate: Candidate, metadata: dict) -> Path:
+    staged = stage / PROMOTED_DIR.name
+    staged.mkdir()
+    (staged / MODEL_FILENAME).write_bytes(candidate.model)
+    write_json(metadata, staged / METADATA_FILENAME)
+    if candidate.predictions_file is not None:
+        (staged / PROMOTED_PREDICTIONS.name).write_bytes(candidate.predictions_file)
+    return staged
+
+
+def switch(stage: Path, files: list[Path]) -> None:
+    """Make the staged ``models/`` the champion's, then the staged small files (the stage
+    holds each under its base name) the repository's."""
     staged = stage / PROMOTED_DIR.name
     os.chmod(stage, 0o755)
     if PROMOTED_DIR.exists():
@@ -402,140 +195,35 @@ def switch(stage: Path, with_dvc: bool, report: Path | None = None) -> None:
             os.replace(staged, PROMOTED_DIR)
     else:
         os.replace(staged, PROMOTED_DIR)
-    if with_dvc:
-        os.replace(stage / MODELS_DVC.name, MODELS_DVC)
-    if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(stage / report.name, report)
+    for path in files:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(stage / path.name, path)
 
 
-def bentoml_home() -> Path:
-    home = Path(os.environ.setdefault("BENTOML_HOME", str(ROOT / "bentoml_home")))
-    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "True")
-    return home
+# --- promote -------------------------------------------------------------------------------
 
 
-def without_nulls(value):
-    """BentoML metadata accepts basic types only: drop the entries that are null."""
-    if isinstance(value, dict):
-        return {k: without_nulls(v) for k, v in value.items() if v is not None}
-    if isinstance(value, list):
-        return [without_nulls(v) for v in value if v is not None]
-    return value
+def report_path(version: int, experiment: str, kind: str = "promote") -> Path:
+    return PROMOTIONS_DIR / f"{kind}-v{version}-{experiment}.md"
 
 
-def trace_labels(metadata: dict) -> dict[str, str]:
-    """What ties a served model to its registry version, run, experiment, commit and data."""
-    values = {
-        "target": metadata.get("target"),
-        "experiment": metadata.get("experiment"),
-        "registry_version": registry_version(metadata),
-        "mlflow_run_id": metadata.get("mlflow_run_id"),
-        "git_sha": metadata.get("git_sha"),
-        "dataset_sha256": (metadata.get("data_snapshot") or {}).get("dataset_sha256"),
-    }
-    return {key: str(value) for key, value in values.items() if value is not None}
-
-
-def import_into_bentoml(metadata: dict) -> str:
-    bentoml_home()
-    import bentoml
-
-    with bentoml.models.create(
-        BENTO_MODEL_NAME, labels=trace_labels(metadata), metadata=without_nulls(metadata)
-    ) as model:
-        shutil.copyfile(PROMOTED_MODEL, Path(model.path) / MODEL_FILENAME)
-        shutil.copyfile(PROMOTED_METADATA, Path(model.path) / METADATA_FILENAME)
-    return str(model.tag)
-
-
-def served_by_bentoml(metadata: dict) -> bool:
-    """Whether the BentoML store's latest model is this one."""
-    bentoml_home()
-    import bentoml
-
-    try:
-        latest = bentoml.models.get(f"{BENTO_MODEL_NAME}:latest")
-    except bentoml.exceptions.NotFound:
-        return False
-    return latest.info.metadata.get("model_sha256") == metadata["model_sha256"]
-
-
-def finish(metadata: dict, options: Options) -> list[str]:
-    """The steps after the switch, each done only if missing: the BentoML import and the
-    registry aliases. Re-running a promotion killed after its switch completes them."""
-    done = []
-    if options.with_bentoml and not served_by_bentoml(metadata):
-        done.append(f"BentoML model {import_into_bentoml(metadata)}")
-    version = registry_version(metadata)
-    if options.with_registry and version:
-        client = mlflow_client()
-        current = alias_version(client, CHAMPION)
-        if current is None or str(current.version) != version:
-            previous = (metadata.get("promotion") or {}).get("previous_version")
-            if previous:
-                client.set_registered_model_alias(REGISTERED_MODEL, PREVIOUS, previous)
-            client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, version)
-            if options.with_dvc:
-                client.set_model_version_tag(
-                    REGISTERED_MODEL, version, "models_dvc", MODELS_DVC.read_text()
-                )
-            done.append(f"registry alias {CHAMPION} -> version {version}")
-    return done
-
-
-def build_metadata(
-    model: bytes, info: dict, rev: str, experiment: str | None, feature_schema: dict | None
-) -> dict:
-    model_sha = hashlib.sha256(model).hexdigest()
-    dirty = experiment is None and bool(
-        git_text(ROOT, "status", "--porcelain", "--untracked-files=no")
-    )
-    return {
-        "version": model_sha[:12],
-        "model_sha256": model_sha,
-        "git_sha": rev,
-        "git_dirty": dirty,
-        "experiment": experiment or "workspace",
-        "target": info["target"],
-        "unit": info["unit"],
-        "model_name": info["model_name"],
-        "classes": info["classes"],
-        "labels": info["labels"],
-        "features": info["features"],
-        "feature_groups": info["feature_groups"],
-        "feature_schema": feature_schema,
-        "sklearn_version": info["sklearn_version"],
-        "decision_weights": info["decision_weights"],
-        "metrics": info["metrics"],
-        "params": info["params"],
-        "data_snapshot": info["data_snapshot"],
-    }
-
-
-def report_path(metadata: dict, kind: str = "promote") -> Path:
-    version = registry_version(metadata)
-    ident = f"v{version}" if version else metadata["version"]
-    return PROMOTIONS_DIR / f"{kind}-{ident}-{metadata['experiment']}.md"
-
-
-def promotion_report(metadata: dict, decision: Decision, reason: str | None) -> str:
+def promotion_report(metadata: dict, decision: Decision) -> str:
     promotion = metadata["promotion"]
     verdict = "passed the gate" if decision.passed else "**did not pass the gate: forced**"
     lines = [
         f"# Promotion: {metadata['experiment']} → champion",
         "",
         f"- Model `{metadata['model_name']}`, target `{metadata['target']}`, model sha256 "
-        f"`{metadata['model_sha256'][:16]}…`, git commit `{metadata['git_sha'][:12]}`",
-        f"- Registry: `{REGISTERED_MODEL}` version {registry_version(metadata) or '–'} "
-        f"(previous champion: {promotion['previous_version'] or 'none'}); MLflow run "
-        f"`{metadata.get('mlflow_run_id') or '–'}`",
+        f"`{metadata['model_sha256'][:16]}…` (its MLflow run has this `model.sha256` tag), "
+        f"git commit `{metadata['git_sha'][:12]}`",
+        f"- Registry ({REGISTRY_FILE}): version {metadata['registry']['version']} (previous "
+        f"champion: {promotion['previous_version'] or 'none'})",
         f"- Data snapshot: dataset sha256 `{metadata['data_snapshot']['dataset_sha256']}`",
         f"- Decision: {verdict}",
         *(f"  - {line}" for line in decision.reasons),
     ]
-    if reason is not None:
-        lines.append(f"- Forced, reason: {reason}")
+    if promotion["reason"] is not None:
+        lines.append(f"- Forced, reason: {promotion['reason']}")
     return "\n".join([*lines, "", "## Comparison", "", decision.report, ""])
 
 
@@ -544,88 +232,20 @@ def commit_hint(paths: list[Path], message: str) -> str:
     return f"git add {' '.join(map(str, paths))} && git commit -m '{quoted}'"
 
 
-@dataclass
-class Options:
-    force: bool = False
-    reason: str | None = None
-    with_dvc: bool = True
-    with_bentoml: bool = True
-    with_registry: bool = True
-    soft_gate: bool = False  # a refused gate keeps the champion and is no error (make run)
-
-
-def promote(experiment: str | None, options: Options | None = None) -> dict | None:
-    """Promote the workspace model or an experiment's; None when the champion is kept."""
-    options = options or Options()
-    candidate = read_candidate(experiment)
-    bundle = checked_bundle(candidate.model, candidate.info, experiment)  # before any write
-    champion = current_champion()
-    if champion is not None and champion.metadata.get("model_sha256") == candidate.sha256:
-        completed = finish(champion.metadata, options)
-        print(
-            f"{candidate.name} is already the champion ({PROMOTED_DIR}/)"
-            + (f"; completed: {', '.join(completed)}" if completed else ": nothing to do")
-        )
-        return None
-    decision = gate(candidate, champion)
-    print(decision.report)
-    if not decision.passed:
-        summary = "; ".join(decision.reasons)
-        if not options.force:
-            raise GateRefused(f"{candidate.name} is not promoted: {summary}")
-        print(f"\nforced past the gate: {summary}\nreason: {options.reason}")
-    metadata = build_metadata(
-        candidate.model, candidate.info, candidate.rev, experiment, bundle.feature_schema
-    )
-    previous = registry_version(champion.metadata) if champion else None
-    if options.with_registry:
-        client = mlflow_client()
-        run_id = find_run(client, candidate.sha256)
-        tags = {k: v for k, v in trace_labels(metadata).items() if k != "registry_version"}
-        version = register(client, run_id, {**tags, "mlflow_run_id": run_id})
-        metadata["mlflow_run_id"] = run_id
-        metadata["registry"] = {"name": REGISTERED_MODEL, "version": version}
-    report = report_path(metadata)
-    metadata["promotion"] = {
-        "forced": not decision.passed,
-        "reason": options.reason,
-        "previous_version": previous,
-        "report": str(report),
-    }
-    stage = stage_directory()
-    try:
-        staged = stage / PROMOTED_DIR.name
-        staged.mkdir()
-        (staged / MODEL_FILENAME).write_bytes(candidate.model)
-        write_json(metadata, staged / METADATA_FILENAME)
-        if candidate.predictions_file is not None:
-            (staged / PROMOTED_PREDICTIONS.name).write_bytes(candidate.predictions_file)
-        if options.with_dvc:
-            dvc_add(staged)
-        write_text(promotion_report(metadata, decision, options.reason), stage / report.name)
-        kill_point("staged")
-        switch(stage, options.with_dvc, report)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    kill_point("switched")
-    completed = finish(metadata, options)
-    print(
-        f"promoted {metadata['experiment']} ({metadata['model_name']}, target "
-        f"{metadata['target']}, registry version {registry_version(metadata) or '–'}) -> "
-        f"{PROMOTED_DIR}/" + "".join(f"; {step}" for step in completed)
-    )
-    if options.with_dvc:
-        message = f"Promote {metadata['experiment']} (registry v{registry_version(metadata)})"
-        print(record_hint(candidate, report, message))
-    return metadata
-
-
 def record_hint(candidate: Candidate, report: Path, message: str) -> str:
     """What to commit, only once the workspace's params.yaml and dvc.lock describe the
     promoted run: an experiment's model promoted from another workspace is applied first."""
-    paths = [PARAMS_FILE, Path("dvc.lock"), Path("metrics"), Path("plots"), MODELS_DVC, report]
-    held = MODEL_FILE.is_file() and hashlib.sha256(MODEL_FILE.read_bytes()).hexdigest()
-    if held == candidate.sha256:
+    paths = [
+        PARAMS_FILE,
+        Path("dvc.lock"),
+        Path("metrics"),
+        Path("plots"),
+        MODELS_DVC,
+        REGISTRY_FILE,
+        report,
+    ]
+    held = MODEL_FILE.is_file() and candidate.sha256 == sha256(MODEL_FILE.read_bytes()).hexdigest()
+    if held:
         return "record it:\n  " + commit_hint(paths, message)
     return (
         f"the workspace (params.yaml, dvc.lock, model/) holds another run than {candidate.name}: "
@@ -634,48 +254,161 @@ def record_hint(candidate: Candidate, report: Path, message: str) -> str:
     )
 
 
+def restore(entry: Version, candidate: Candidate, feature_schema: dict | None) -> None:
+    """Bring the registry's champion into a clone that has ``models.dvc`` but no ``models/``:
+    rebuilt from the workspace model when it is the champion, and checked against
+    ``models.dvc``; otherwise pulled from the DVC remote."""
+    committed = MODELS_DVC.read_text() if MODELS_DVC.is_file() else entry.models_dvc
+    if candidate.experiment is None and candidate.sha256 == entry.model_sha256:
+        stage = stage_directory()
+        try:
+            metadata = build_metadata(candidate, entry, feature_schema)
+            staged = stage_models(stage, candidate, metadata)
+            rebuilt = dir_md5(dvc_add(staged))
+            if rebuilt != dir_md5(committed):
+                raise RestoreError(
+                    f"the workspace model is champion v{entry.version} (sha256 "
+                    f"{entry.model_sha256[:16]}…) but its {PROMOTED_DIR}/ hashes to {rebuilt}, "
+                    f"not {dir_md5(committed)} as {MODELS_DVC} records: run `dvc pull "
+                    f"{MODELS_DVC}` from the team's DVC remote"
+                )
+            switch(stage, [])  # models.dvc is the committed one, untouched
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        print(
+            f"restored champion v{entry.version} ({entry.experiment}) into {PROMOTED_DIR}/ from "
+            f"the workspace model (same sha256; {MODELS_DVC} matches, md5 {rebuilt})"
+        )
+        return
+    pulled = dvc("pull", "-q", str(MODELS_DVC))
+    if pulled.returncode != 0:
+        raise RestoreError(
+            f"{PROMOTED_DIR}/ is missing and the workspace model is not champion "
+            f"v{entry.version} ({entry.experiment}, sha256 {entry.model_sha256[:16]}…): "
+            f"`dvc pull {MODELS_DVC}` failed (is the team's DVC remote set? "
+            f"docs/experiments.md):\n{pulled.stderr.strip()}"
+        )
+    print(f"pulled champion v{entry.version} ({entry.experiment}) from the DVC remote")
+
+
+def promote(experiment: str | None, options: Options | None = None) -> dict | None:
+    """Promote the workspace model or an experiment's; None when the champion is kept."""
+    options = options or Options()
+    candidate = read_candidate(experiment)
+    bundle = checked_bundle(candidate.model, candidate.info, experiment)  # before any write
+    models = registry.load()
+    champion = current_champion()
+    if champion is None and models.champion_version is not None:
+        restore(models.champion_version, candidate, bundle.feature_schema)
+        champion = current_champion()
+    if champion is not None and champion.metadata.get("model_sha256") == candidate.sha256:
+        print(f"{candidate.name} is already the champion ({PROMOTED_DIR}/): nothing to do")
+        return None
+    decision = gate(candidate, champion)
+    print(decision.report)
+    if not decision.passed:
+        summary = "; ".join(decision.reasons)
+        if not options.force:
+            raise GateRefused(f"{candidate.name} is not promoted: {summary}")
+        print(f"\nforced past the gate: {summary}\nreason: {options.reason}")
+    number = models.next_number
+    report = report_path(number, candidate.name)
+    version = Version(
+        version=number,
+        experiment=candidate.name,
+        model_sha256=candidate.sha256,
+        git_sha=candidate.rev,
+        dataset_sha256=candidate.info["data_snapshot"]["dataset_sha256"],
+        forced=not decision.passed,
+        reason=options.reason,
+        previous=models.champion,
+        report=str(report),
+        models_dvc="",
+    )
+    metadata = build_metadata(candidate, version, bundle.feature_schema)
+    stage = stage_directory()
+    try:
+        staged = stage_models(stage, candidate, metadata)
+        if options.with_dvc:
+            version = replace(version, models_dvc=dvc_add(staged))
+        registry.save(models.promote(version), stage / REGISTRY_FILE.name)
+        write_text(promotion_report(metadata, decision), stage / report.name)
+        kill_point("staged")
+        switch(stage, [*([MODELS_DVC] if options.with_dvc else []), REGISTRY_FILE, report])
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    kill_point("switched")
+    if options.with_dvc:
+        print(push_to_remote())
+    print(
+        f"promoted {version.experiment} ({metadata['model_name']}, target "
+        f"{metadata['target']}) -> {PROMOTED_DIR}/, registry version {number}; `make serve` "
+        "serves it"
+    )
+    if options.with_dvc:
+        print(record_hint(candidate, report, f"Promote {version.experiment} (registry v{number})"))
+    return metadata
+
+
+def push_to_remote() -> str:
+    """``dvc push models.dvc`` when the repository has a default DVC remote (a team's), so
+    that every registry version can be restored in every clone; said in words."""
+    remote = dvc("remote", "default").stdout.strip()
+    if not remote:
+        return (
+            f"no default DVC remote: this champion stays in this clone's DVC cache (`dvc remote "
+            f"add -d NAME URL`, then `dvc push {MODELS_DVC}`, to share it)"
+        )
+    pushed = dvc("push", "-q", str(MODELS_DVC))
+    if pushed.returncode != 0:
+        return f"dvc push {MODELS_DVC} to {remote!r} failed, run it again:\n{pushed.stderr}"
+    return f"pushed {PROMOTED_DIR}/ to the DVC remote {remote!r}"
+
+
 # --- rollback ------------------------------------------------------------------------------
 
 
-def rollback(with_bentoml: bool = True) -> dict:
-    """Make the registry's ``previous`` version the champion again, from the DVC cache."""
-    client = mlflow_client()
-    previous = alias_version(client, PREVIOUS)
-    current = alias_version(client, CHAMPION)
-    if previous is None or current is None:
-        raise RegistryError(f"the registry has no {PREVIOUS!r} champion to roll back to")
-    models_dvc = (previous.tags or {}).get("models_dvc")
-    if not models_dvc:
-        raise RegistryError(f"registry version {previous.version} records no models.dvc")
+def checkout(dvc_file: Path) -> None:
+    """``models/`` of ``dvc_file`` from the DVC cache, else from the remote (another clone)."""
+    if dvc("checkout", "-q", str(dvc_file)).returncode == 0:
+        return
+    pulled = dvc("pull", "-q", str(dvc_file))
+    if pulled.returncode != 0:
+        raise RestoreError(
+            f"the previous champion is neither in the DVC cache nor on the remote:\n"
+            f"{pulled.stderr.strip()}"
+        )
+
+
+def rollback() -> dict:
+    """Make the registry's ``previous`` version the champion again."""
+    models = registry.load()
+    current, rolled = models.champion, models.roll_back()
+    target = rolled.champion_version
+    assert target is not None  # roll_back checked it
+    if not target.models_dvc:
+        raise RegistryError(f"registry version {target.version} records no models.dvc")
+    report = report_path(target.version, target.experiment, "rollback")
     stage = stage_directory()
     try:
-        write_text(models_dvc, stage / MODELS_DVC.name)
-        subprocess.run(
-            [sys.executable, "-m", "dvc", "checkout", "-q", str(stage / MODELS_DVC.name)],
-            check=True,
+        write_text(target.models_dvc, stage / MODELS_DVC.name)
+        checkout(stage / MODELS_DVC.name)
+        metadata = read_json(stage / PROMOTED_DIR.name / METADATA_FILENAME)
+        registry.save(rolled, stage / REGISTRY_FILE.name)
+        write_text(
+            f"# Rollback: registry version {current} → {target.version}\n\n"
+            f"- Champion again: {target.experiment} (version {target.version}, model sha256 "
+            f"`{target.model_sha256[:16]}…`), restored byte for byte through DVC.\n"
+            f"- `previous` now names version {current}: `make rollback` again undoes this.\n",
+            stage / report.name,
         )
-        metadata = json.loads((stage / PROMOTED_DIR.name / METADATA_FILENAME).read_text())
         kill_point("staged")
-        switch(stage, with_dvc=True)
+        switch(stage, [MODELS_DVC, REGISTRY_FILE, report])
     finally:
         shutil.rmtree(stage, ignore_errors=True)
-    report = report_path(metadata, "rollback")
-    write_text(
-        f"# Rollback: registry version {current.version} → {previous.version}\n\n"
-        f"- Champion again: {metadata['experiment']} (version {previous.version}, MLflow run "
-        f"`{metadata.get('mlflow_run_id')}`), restored byte for byte from the DVC cache.\n"
-        f"- `previous` now names version {current.version}: `make rollback` again undoes this.\n",
-        report,
-    )
-    tag = import_into_bentoml(metadata) if with_bentoml else None
-    client.set_registered_model_alias(REGISTERED_MODEL, CHAMPION, previous.version)
-    client.set_registered_model_alias(REGISTERED_MODEL, PREVIOUS, current.version)
-    print(
-        f"rolled back to registry version {previous.version} ({metadata['experiment']})"
-        + (f", BentoML model {tag}" if tag else "")
-    )
-    message = f"Roll back to {metadata['experiment']} (registry v{previous.version})"
-    print("record it:\n  " + commit_hint([MODELS_DVC, report], message))
+    print(f"rolled back to registry version {target.version} ({target.experiment})")
+    message = f"Roll back to {target.experiment} (registry v{target.version})"
+    print("record it:\n  " + commit_hint([MODELS_DVC, REGISTRY_FILE, report], message))
     return metadata
 
 
@@ -690,7 +423,7 @@ def run(experiment: str | None, options: Options, rollback_instead: bool = False
 
     try:
         if rollback_instead:
-            rollback(with_bentoml=options.with_bentoml)
+            rollback()
         else:
             promote(experiment, options)
     except GateRefused as refused:
@@ -705,8 +438,10 @@ def run(experiment: str | None, options: Options, rollback_instead: bool = False
         ModelVersionError,
         StaleDataError,
         RegistryError,
+        RestoreError,
         compare.CompareError,
     ) as error:
-        print(f"promote: refusing to promote: {error}", file=sys.stderr)
+        command = "rollback" if rollback_instead else "promote"
+        print(f"{command}: refusing to {command}: {error}", file=sys.stderr)
         return REFUSED_EXIT
     return 0

@@ -28,15 +28,17 @@ import pandas as pd
 
 from baac_severity.config import (
     DRIFT_PLOT,
+    MODELS_DVC,
     OUT_OF_TIME_PLOT,
     PROGRESS_FILE,
+    REGISTRY_FILE,
     ROOT,
     drift_report,
 )
 from baac_severity.data.io import read_json, write_text
 from baac_severity.data.progress import next_chunk_count
 from baac_severity.decisions import experiments as ex
-from baac_severity.decisions.promote import MODELS_DVC, experiment_commit
+from baac_severity.decisions.candidate import experiment_commit
 
 
 def run(command: list[str]) -> int:
@@ -71,11 +73,13 @@ def chunk_report(chunk: int, commit: str) -> None:
 
 def apply_keeping_champion(name: str) -> int:
     """``dvc exp apply NAME``: the workspace's params, lock, model and metrics become the
-    promoted run's. The experiment's commit holds the *previous* champion's models.dvc, so the
-    one the promotion just wrote is put back and checked out (its data is in the DVC cache)."""
-    promoted = MODELS_DVC.read_text()
+    promoted run's. The experiment's commit holds the *previous* champion's models.dvc and
+    registry, so the ones the promotion just wrote are put back, and models/ checked out (its
+    data is in the DVC cache)."""
+    promoted = {path: path.read_text() for path in (MODELS_DVC, REGISTRY_FILE)}
     status = run([sys.executable, "-m", "dvc", "exp", "apply", name])
-    write_text(promoted, MODELS_DVC)
+    for path, text in promoted.items():
+        write_text(text, path)
     return status or run([sys.executable, "-m", "dvc", "checkout", "-q", str(MODELS_DVC)])
 
 
@@ -104,7 +108,8 @@ def retrain(name: str | None = None) -> int:
         status = apply_keeping_champion(name)
     if status == 0:
         print("retrain: promoted, and applied to the workspace. To commit:\n"
-              "  git add params.yaml dvc.lock models.dvc metrics/ plots/ reports/promotions/\n"
+              "  git add params.yaml dvc.lock models.dvc registry.json metrics/ plots/ \\\n"
+              "      reports/promotions/\n"
               f"  git commit -m 'Retrain on chunk {chunk} ({name})'\n"
               "  dvc push   # the model and data, to your DVC remote\n"
               "then restart the service (make serve) and watch it: make monitor")  # fmt: skip

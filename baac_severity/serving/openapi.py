@@ -120,7 +120,7 @@ GET_ROUTES: dict[str, dict[str, Any]] = {
         "schema": {"type": "object", "additionalProperties": True},
         "example": {
             "version": "9b80144ba604",
-            "registry": {"name": "baac-severity", "version": "1"},
+            "registry": {"name": "baac-severity", "version": 1},
             "experiment": "workspace",
             "target": "severe",
             "unit": "accident",

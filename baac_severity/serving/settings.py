@@ -15,6 +15,7 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from baac_severity.config import MODEL_NAME
 from baac_severity.monitoring.prediction_log import DEFAULT_LOG_DIR
 
 ENV_FILE_VARIABLE = "BAAC_ENV_FILE"
@@ -39,7 +40,7 @@ class ServiceSettings(BaseSettings):
         description="accepted keys, comma-separated (several during a rotation)",
     )
     allow_no_auth: bool = Field(default=False, description="serve without authentication")
-    baac_model_tag: str = Field(default="baac-severity:latest", min_length=1)
+    baac_model_tag: str = Field(default=f"{MODEL_NAME}:latest", min_length=1)
     # Two: when one worker dies, the other keeps answering while it restarts (docs/serving.md).
     baac_workers: Positive = Field(default=2, description="worker processes, each with a model")
     baac_progress_path: Path = Path("metrics/progress.json")

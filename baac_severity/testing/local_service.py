@@ -1,7 +1,7 @@
 """Run the real prediction service (``bentoml serve``) for the benchmarks and the tests.
 
 Each run gets its own BentoML home into which the promoted model is imported with the
-project's own ``baac_severity.decisions.promote.import_into_bentoml``; the repository's
+project's own ``baac sync-bentoml`` (what ``make serve`` runs); the repository's
 ``bentoml_home`` and ``.env`` are never touched.
 """
 
@@ -50,7 +50,7 @@ def small_workspace(dest: Path) -> Path:
     chunks of 2,000 accidents, 20 trees) and promote its model, in ``dest``."""
     repo = make_pipeline_repo(dest)
     dvc("repro", "-q", cwd=repo)
-    run([sys.executable, "-m", "baac_severity.cli", "promote", "--no-dvc", "--no-bentoml"], repo)
+    run([sys.executable, "-m", "baac_severity.cli", "promote", "--no-dvc"], repo)
     return repo
 
 
@@ -72,13 +72,10 @@ def environment(home: Path, **settings: str) -> dict[str, str]:
 
 
 def import_model(workspace: Path, home: Path) -> str:
-    """Import ``workspace/models`` into the BentoML home ``home``; returns the model tag."""
-    code = (
-        "import json; from baac_severity.decisions.promote import import_into_bentoml; "
-        f"print(import_into_bentoml(json.load(open('{PROMOTED_METADATA}'))))"
-    )
+    """Import ``workspace/models`` into the BentoML home ``home`` (what ``make serve`` does
+    first: ``baac sync-bentoml``); returns the latest model's tag."""
     result = subprocess.run(
-        [sys.executable, "-c", code],
+        [sys.executable, "-m", "baac_severity.cli", "sync-bentoml"],
         cwd=workspace,
         env=environment(home),
         capture_output=True,
@@ -87,7 +84,7 @@ def import_model(workspace: Path, home: Path) -> str:
     )
     if result.returncode != 0:
         raise RuntimeError(f"model import failed:\n{result.stdout}\n{result.stderr}")
-    return result.stdout.strip().splitlines()[-1]
+    return result.stdout.split(": ", 1)[0]  # "<tag>: the champion, ..."
 
 
 def free_port() -> int:

@@ -28,8 +28,13 @@ SMALL_OVERRIDES = [
 ]
 
 
-def env() -> dict[str, str]:
-    """The environment of a stage command: the project's interpreter first on PATH."""
+# A sandbox starts with no champion: the repository's own registry and promotions stay out.
+NOT_COPIED = ("dvcstore/", "tests/", "models.dvc", "registry.json", "reports/promotions/")
+
+
+def env(**extra: str) -> dict[str, str]:
+    """The environment of a stage command: the project's interpreter first on PATH, MLflow
+    tracking in the repository's own ``mlflow.db`` unless ``extra`` sets another store."""
     variables = dict(os.environ)
     variables["PATH"] = f"{VENV_BIN}{os.pathsep}{variables.get('PATH', '')}"
     variables.update(
@@ -42,11 +47,13 @@ def env() -> dict[str, str]:
         GIT_COMMITTER_EMAIL="test@localhost",
     )
     variables.pop("MLFLOW_TRACKING_URI", None)
-    return variables
+    return variables | extra
 
 
-def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True)
+def run(
+    args: list[str], cwd: Path, check: bool = True, **extra_env: str
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env(**extra_env), capture_output=True, text=True)
     if check and result.returncode != 0:
         raise AssertionError(
             f"{' '.join(args)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
@@ -54,8 +61,8 @@ def run(args: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedP
     return result
 
 
-def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check)
+def dvc(*args: str, cwd: Path, check: bool = True, **extra_env: str) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check, **extra_env)
 
 
 def write_params(repo: Path, overrides: list[str]) -> None:
@@ -80,7 +87,7 @@ def make_pipeline_repo(dest: Path, overrides: list[str] | None = None) -> Path:
     ).stdout.split()
     for name in files:
         source = ROOT / name
-        if source.is_file() and not name.startswith(("dvcstore/", "tests/")):
+        if source.is_file() and not name.startswith(NOT_COPIED):
             target = dest / name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, target)
