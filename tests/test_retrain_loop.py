@@ -79,6 +79,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> dict:
     commit(repo, "champion: the first 2 chunks")
     promoted = python(repo, "baac_severity.cli", "promote")
     assert promoted.returncode == 0, promoted.stderr
+    assert "no default DVC remote: this champion stays in this clone's" in promoted.stdout
     commit(repo, "promote the 2-chunk champion")
     sets = ["-S", "model=hist_gradient_boosting", "-S", "model.max_iter=40"]
     dvc("exp", "run", "--temp", "-q", "-n", SAME_SNAPSHOT, *sets, cwd=repo)

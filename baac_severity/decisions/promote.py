@@ -353,8 +353,9 @@ def promote(experiment: str | None, options: Options | None = None) -> dict | No
 def push_to_remote() -> str:
     """``dvc push models.dvc`` when the repository has a default DVC remote (a team's), so
     that every registry version can be restored in every clone; said in words."""
-    remote = dvc("remote", "default").stdout.strip()
-    if not remote:
+    default = dvc("remote", "default")  # exit 1: no default remote
+    remote = default.stdout.strip()
+    if default.returncode != 0 or not remote:
         return (
             f"no default DVC remote: this champion stays in this clone's DVC cache (`dvc remote "
             f"add -d NAME URL`, then `dvc push {MODELS_DVC}`, to share it)"
