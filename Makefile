@@ -101,24 +101,25 @@ features_doc: ## regenerate docs/FEATURES.md from baac_severity/features.py
 	$(RUN) baac features > docs/FEATURES.md
 
 # --- serving: the BentoML prediction API (issue 4; docs/serving.md) ----------------------
-# Serves the champion (models/), imported into $(BENTOML_HOME) first if it is not the latest
-# there (baac sync-bentoml; BAAC_KEEP_MODELS newest kept); API_KEY comes from
-# the environment or .env (see .env.example); BAAC_MODEL_TAG=<name:version> serves another.
+# Serves the champion (models/), put into $(BENTOML_HOME) first if it is not there (baac
+# sync-bentoml: one tag per model, the newest BAAC_KEEP_MODELS kept); API_KEY comes from the
+# environment or .env (see .env.example); BAAC_MODEL_TAG=<name:version> in the environment
+# serves another.
 SERVICE ?= baac_severity.serving.service:BAACSeverity
 
 .PHONY: serve api_dev bento serve_requirements bench_serve bench_batching bench_faults bench_scale
 
 serve: ## prediction API on http://$(HOST):$(PORT) (promoted model; needs API_KEY)
-	$(RUN) baac sync-bentoml
-	$(RUN) bentoml serve $(SERVICE) --host $(HOST) --port $(PORT)
+	@tag=$${BAAC_MODEL_TAG:-$$($(RUN) baac sync-bentoml)} && BAAC_MODEL_TAG=$$tag \
+		$(RUN) bentoml serve $(SERVICE) --host $(HOST) --port $(PORT)
 
 api_dev: ## the prediction API, reloading on code changes
-	$(RUN) baac sync-bentoml
-	$(RUN) bentoml serve $(SERVICE) --host $(HOST) --port $(PORT) --reload
+	@tag=$${BAAC_MODEL_TAG:-$$($(RUN) baac sync-bentoml)} && BAAC_MODEL_TAG=$$tag \
+		$(RUN) bentoml serve $(SERVICE) --host $(HOST) --port $(PORT) --reload
 
 bento: ## package the API and the promoted model into a bento (offline)
-	$(RUN) baac sync-bentoml
-	$(RUN) bentoml build .
+	@tag=$${BAAC_MODEL_TAG:-$$($(RUN) baac sync-bentoml)} && BAAC_MODEL_TAG=$$tag \
+		$(RUN) bentoml build .
 
 serve_requirements: ## regenerate requirements-serve.txt (the bento's pins: the serve group) from uv.lock
 	$(UV) export --frozen --no-hashes --only-group serve --prune bentoml --no-emit-project \

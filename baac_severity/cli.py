@@ -296,19 +296,23 @@ def examples(
 
 @app.command("sync-bentoml")
 def sync_bentoml() -> None:
-    """Make the champion (models/ of the current directory) the BentoML store's latest
-    baac-severity model, importing it only if it is not, and keep the newest $BAAC_KEEP_MODELS
-    (default 3): `make serve` runs it first.
+    """Put the champion (models/ of the current directory) into the BentoML store as
+    baac-severity:<model version>, reusing it if it is there, and keep the newest
+    $BAAC_KEEP_MODELS (default 5) plus the champion and the registry's previous. Prints the
+    champion's tag (what to serve) on stdout: `make serve` runs it first.
 
-    Exit status: 0; 2 no champion in models/ (run make run, or dvc pull models.dvc).
+    Exit status: 0; 2 no champion in models/ (run make run, or dvc pull models.dvc), or a bad
+    setting.
     """
-    from baac_severity.serving import bento_store
+    from baac_severity.serving import bento_store, settings
 
     try:
-        print(bento_store.sync())
-    except (FileNotFoundError, ValueError) as error:
+        tag, done = bento_store.sync(settings.load().baac_keep_models)
+    except (FileNotFoundError, settings.SettingsError) as error:
         print(f"sync-bentoml: {error}", file=sys.stderr)
         raise typer.Exit(2) from None
+    print(done, file=sys.stderr)
+    print(tag)
 
 
 if __name__ == "__main__":  # python -m baac_severity.cli: what the tests and retrain run

@@ -20,7 +20,7 @@ runner = CliRunner()
 def test_every_documented_command_is_registered() -> None:
     documented = (ROOT / "docs" / "cli.md").read_text()
     expected = {"fetch", "progress", "features", "metrics", "promote", "rollback", "review"}
-    expected |= {"retrain", "monitor", "replay", "examples"}
+    expected |= {"retrain", "monitor", "replay", "examples", "sync-bentoml"}
     assert set(COMMANDS) == expected
     for name in COMMANDS:
         assert f"`baac {name}" in documented, name

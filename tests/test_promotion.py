@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -334,22 +335,44 @@ def test_the_served_model_leads_back_to_its_run_and_data(
     assert labels["dataset_sha256"] == data_hash and labels["experiment"] == "workspace"
 
 
-def test_the_bentoml_store_keeps_the_newest_models(repo: Path, tmp_path: Path) -> None:
-    """The store is derived: each sync imports a champion that is not the latest, and keeps
-    the newest BAAC_KEEP_MODELS."""
+def test_the_bentoml_store_reuses_a_model_and_keeps_the_newest(repo: Path, tmp_path: Path) -> None:
+    """The store is derived: a sync imports the champion unless a model with its sha256 is
+    there (a rollback reuses it), and keeps the newest BAAC_KEEP_MODELS plus the champion and
+    previous."""
     home = tmp_path / "bentoml_home"
-    first = baac(repo, home, "sync-bentoml", BAAC_KEEP_MODELS="1")
-    assert first.returncode == 0 and "the champion, imported" in first.stdout, first.stderr
-    again = baac(repo, home, "sync-bentoml", BAAC_KEEP_MODELS="1")
-    assert "already the store's latest" in again.stdout, again.stderr
-    assert baac(repo, home, "rollback").returncode == 0  # champion v3 again
-    other = baac(repo, home, "sync-bentoml", BAAC_KEEP_MODELS="1")
-    assert "the champion, imported" in other.stdout and "1 older model(s) removed" in other.stdout
-    assert len(list((home / "models" / "baac-severity").glob("*/model.yaml"))) == 1
-    assert baac(repo, home, "rollback").returncode == 0  # back to v2, as the scenario was
-    assert aliases(repo) == {"champion": 2, "previous": 3}
-    bad = baac(repo, home, "sync-bentoml", BAAC_KEEP_MODELS="0")
-    assert bad.returncode == 2 and "BAAC_KEEP_MODELS must be at least 1" in bad.stderr
+    stored = home / "models" / "baac-severity"
+
+    def sync(**settings: str) -> subprocess.CompletedProcess:
+        return baac(repo, home, "sync-bentoml", BAAC_ENV_FILE="/dev/null", **settings)
+
+    # An older model, neither champion nor previous: beyond BAAC_KEEP_MODELS=1 at the end.
+    other = tmp_path / "other"
+    shutil.copytree(repo / "models", other)
+    meta = json.loads((other / "metadata.json").read_text())
+    (other / "metadata.json").write_text(json.dumps({**meta, "model_sha256": "0" * 64}))
+    code = (
+        "from pathlib import Path; from baac_severity.serving.bento_store import import_model; "
+        f"import_model(Path('{other}'))"
+    )
+    imported = subprocess.run(
+        [sys.executable, "-c", code], cwd=repo, env={**env(), "BENTOML_HOME": str(home)}
+    )
+    assert imported.returncode == 0 and (stored / ("0" * 12)).is_dir()
+    first = sync()
+    assert first.returncode == 0 and "the champion, imported" in first.stderr, first.stderr
+    tag = first.stdout.strip()
+    assert tag == f"baac-severity:{metadata(repo)['model_sha256'][:12]}"
+    assert baac(repo, home, "rollback").returncode == 0  # v3: worse3
+    assert "the champion, imported" in sync().stderr
+    assert baac(repo, home, "rollback").returncode == 0  # v2 again: in the store already
+    again = sync()
+    assert again.stdout.strip() == tag and "already in the store: reused" in again.stderr
+    assert len(list(stored.glob("*/model.yaml"))) == 3
+    pruned = sync(BAAC_KEEP_MODELS="1")
+    assert "1 older model(s) removed (1 kept): baac-severity:000000000000" in pruned.stderr
+    assert len(list(stored.glob("*/model.yaml"))) == 2  # the champion and previous stay
+    bad = sync(BAAC_KEEP_MODELS="0")
+    assert bad.returncode == 2 and "BAAC_KEEP_MODELS" in bad.stderr, bad.stderr
 
 
 def test_review_says_no_experiment_beats_main(repo: Path) -> None:

@@ -144,8 +144,9 @@ def test_10000_random_paths_keep_metrics_and_memory_bounded(own_server):
 
 
 def make_serve(port: int, home: Path, key: str, log: Path) -> subprocess.Popen:
-    """``make serve`` on ``port``, in a session of its own (so that its group can be killed)."""
-    env = environment(home, API_KEY=key)
+    """``make serve`` on ``port``, in a session of its own (so that its group can be killed),
+    serving the model of ``home`` (a fresh clone has no champion of its own to sync)."""
+    env = environment(home, API_KEY=key, BAAC_MODEL_TAG="baac-severity:latest")
     with log.open("ab") as out:
         return subprocess.Popen(
             ["make", "serve", f"PORT={port}"],

@@ -141,8 +141,7 @@ def check_training_data(info: dict) -> None:
 
 def checked_bundle(model: bytes, info: dict, experiment: str | None) -> ModelBundle:
     """The model, loaded and checked against the current code (and data, for the workspace)."""
-    # Imported here: scikit-learn takes seconds to import, and `import_into_bentoml` (used
-    # by the tests and the benchmark to fill a BentoML home) does not need it.
+    # Imported here: scikit-learn takes seconds to import, and `baac rollback` does not need it.
     from baac_severity.modeling.model_store import check_feature_schema, load_model_bytes
 
     source = MODEL_FILE if experiment is None else f"experiment {experiment}: {MODEL_FILE}"

@@ -14,7 +14,7 @@ Importances follow the same rule: they are compared only when computed the same 
 (``importance_differences``); the others are shown on their own.
 
 The dashboard (``baac_severity/dashboard/app.py``), the review (``review.py``), the gate
-(``promote.py``) and ``retrain.py`` all decide through this module.
+(``gate.py``) and ``retrain.py`` all decide through this module.
 """
 
 from __future__ import annotations

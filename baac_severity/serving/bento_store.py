@@ -1,7 +1,9 @@
 """The BentoML model store, derived from the champion on demand: ``baac sync-bentoml`` (run by
-``make serve``) imports ``models/`` as a new ``baac-severity`` model when the store's latest is
-another one, and keeps only the newest ``BAAC_KEEP_MODELS`` of them (every promotion or
-rollback would otherwise add 13 MB for good).
+``make serve``) makes sure the champion (``models/``) is in the store as
+``baac-severity:<model version>`` (the first 12 hex digits of the model file's sha256), reusing
+it when a promotion or rollback brings back a model already there, and prunes the store to the
+newest ``BAAC_KEEP_MODELS`` models (default 5; the champion and the registry's ``previous``
+are always kept), since every new champion adds 13 MB for good otherwise.
 
 The source of truth is ``models/`` and ``registry.json`` (``decisions/registry.py``): a store
 can be deleted and rebuilt from them at any time. The labels tie a served model to its
@@ -20,13 +22,12 @@ from baac_severity.config import (
     METADATA_FILENAME,
     MODEL_FILENAME,
     MODEL_NAME,
+    PROMOTED_DIR,
     PROMOTED_METADATA,
     PROMOTED_MODEL,
     ROOT,
 )
-
-KEEP_ENV = "BAAC_KEEP_MODELS"
-DEFAULT_KEEP = 3
+from baac_severity.decisions import registry
 
 
 def bentoml_home() -> Path:
@@ -58,62 +59,71 @@ def trace_labels(metadata: dict) -> dict[str, str]:
     return {key: str(value) for key, value in values.items() if value is not None}
 
 
-def import_model(models_dir: Path = PROMOTED_MODEL.parent) -> str:
-    """Import a promoted model folder into the store as a new model; returns its tag."""
-    bentoml_home()
+def model_tag(model_sha256: str) -> str:
+    """A model's tag in the store: the same model always gets the same tag."""
+    return f"{MODEL_NAME}:{model_sha256[:12]}"
+
+
+def import_model(models_dir: Path = PROMOTED_DIR) -> str:
+    """Import a promoted model folder into the store; returns its tag."""
     import bentoml
 
     metadata = json.loads((models_dir / METADATA_FILENAME).read_text())
     with bentoml.models.create(
-        MODEL_NAME, labels=trace_labels(metadata), metadata=_without_nulls(metadata)
+        model_tag(metadata["model_sha256"]),
+        labels=trace_labels(metadata),
+        metadata=_without_nulls(metadata),
     ) as model:
         shutil.copyfile(models_dir / MODEL_FILENAME, Path(model.path) / MODEL_FILENAME)
         shutil.copyfile(models_dir / METADATA_FILENAME, Path(model.path) / METADATA_FILENAME)
     return str(model.tag)
 
 
-def latest() -> tuple[str, str] | None:
-    """(tag, model file sha256) of the store's latest ``baac-severity``, None if none."""
-    bentoml_home()
+def stored_sha256(tag: str) -> str | None:
+    """The model file hash of the stored model ``tag``, None if the store does not have it."""
     import bentoml
 
     try:
-        model = bentoml.models.get(f"{MODEL_NAME}:latest")
+        return str(bentoml.models.get(tag).info.metadata.get("model_sha256"))
     except bentoml.exceptions.NotFound:
         return None
-    return str(model.tag), str(model.info.metadata.get("model_sha256"))
 
 
-def prune(keep: int) -> list[str]:
-    """Delete all but the ``keep`` newest ``baac-severity`` models; returns their tags."""
+def prune(keep: int, kept_tags: set[str]) -> list[str]:
+    """Delete the ``baac-severity`` models beyond the ``keep`` newest, never ``kept_tags``;
+    returns the deleted tags."""
     import bentoml
 
-    stored = sorted(bentoml.models.list(MODEL_NAME), key=lambda m: m.info.creation_time)
-    removed = [str(model.tag) for model in stored[: max(len(stored) - keep, 0)]]
+    newest_first = sorted(
+        bentoml.models.list(MODEL_NAME), key=lambda m: m.info.creation_time, reverse=True
+    )
+    removed = [str(model.tag) for model in newest_first[keep:] if str(model.tag) not in kept_tags]
     for tag in removed:
         bentoml.models.delete(tag)
     return removed
 
 
-def sync() -> str:
-    """The champion as the store's latest model (imported only if it is not), the store pruned
-    to the newest ``$BAAC_KEEP_MODELS`` (default 3); returns the champion's tag, then what was
-    done, in words."""
+def sync(keep: int) -> tuple[str, str]:
+    """The champion in the store (imported only if it is not there), the store pruned to the
+    ``keep`` newest models plus the champion and ``previous``; returns (the champion's tag,
+    what was done in words)."""
     if not PROMOTED_METADATA.is_file() or not PROMOTED_MODEL.is_file():
         raise FileNotFoundError(
-            f"no champion in {PROMOTED_MODEL.parent}/: run `make run` (or `dvc pull "
-            f"{PROMOTED_MODEL.parent}.dvc` for a teammate's champion)"
+            f"no champion in {PROMOTED_DIR}/: run `make run` (or `dvc pull "
+            f"{PROMOTED_DIR}.dvc` for a teammate's champion)"
         )
-    keep = int(os.environ.get(KEEP_ENV, DEFAULT_KEEP))
-    if keep < 1:
-        raise ValueError(f"{KEEP_ENV} must be at least 1, not {keep}")
-    metadata = json.loads(PROMOTED_METADATA.read_text())
-    stored = latest()
-    if stored is not None and stored[1] == metadata["model_sha256"]:
-        done = f"{stored[0]}: the champion, already the store's latest"
+    bentoml_home()
+    sha256 = json.loads(PROMOTED_METADATA.read_text())["model_sha256"]
+    tag = model_tag(sha256)
+    if stored_sha256(tag) == sha256:
+        done = "the champion, already in the store: reused"
     else:
-        done = f"{import_model()}: the champion, imported"
-    removed = prune(keep)
+        import_model()
+        done = "the champion, imported"
+    models = registry.load()
+    previous = models.get(models.previous)
+    kept = {tag} | ({model_tag(previous.model_sha256)} if previous else set())
+    removed = prune(keep, kept)
     if removed:
-        done += f"; {len(removed)} older model(s) removed, {keep} kept: {', '.join(removed)}"
-    return f"{done} (BENTOML_HOME={bentoml_home()})"
+        done += f"; {len(removed)} older model(s) removed ({keep} kept): {', '.join(removed)}"
+    return tag, f"{tag}: {done} (BENTOML_HOME={bentoml_home()})"

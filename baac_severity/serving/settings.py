@@ -43,6 +43,8 @@ class ServiceSettings(BaseSettings):
     baac_model_tag: str = Field(default=f"{MODEL_NAME}:latest", min_length=1)
     # Two: when one worker dies, the other keeps answering while it restarts (docs/serving.md).
     baac_workers: Positive = Field(default=2, description="worker processes, each with a model")
+    # BentoML store models kept by `baac sync-bentoml` (the champion and previous on top).
+    baac_keep_models: Annotated[int, Field(ge=1)] = 5
     baac_progress_path: Path = Path("metrics/progress.json")
     max_body_bytes: Positive = 32 * 1024 * 1024  # a 10,000-accident request is about 11 MB
     prediction_log_dir: Path = DEFAULT_LOG_DIR  # baac_severity/serving/prediction_logger.py

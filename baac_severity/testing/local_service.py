@@ -73,7 +73,7 @@ def environment(home: Path, **settings: str) -> dict[str, str]:
 
 def import_model(workspace: Path, home: Path) -> str:
     """Import ``workspace/models`` into the BentoML home ``home`` (what ``make serve`` does
-    first: ``baac sync-bentoml``); returns the latest model's tag."""
+    first: ``baac sync-bentoml``); returns its tag."""
     result = subprocess.run(
         [sys.executable, "-m", "baac_severity.cli", "sync-bentoml"],
         cwd=workspace,
@@ -84,7 +84,7 @@ def import_model(workspace: Path, home: Path) -> str:
     )
     if result.returncode != 0:
         raise RuntimeError(f"model import failed:\n{result.stdout}\n{result.stderr}")
-    return result.stdout.split(": ", 1)[0]  # "<tag>: the champion, ..."
+    return result.stdout.strip()
 
 
 def free_port() -> int:
