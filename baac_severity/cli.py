@@ -1,7 +1,7 @@
 """``baac``: the project's commands that are run by hand (the Makefile calls them).
 
 Each command parses its options and calls one library function; the DVC stages are not here
-(``python -m baac_severity.stages.<stage>``, run by ``dvc repro``). Libraries are imported
+(``python -m baac_severity.<layer>.stages.<stage>``, run by ``dvc repro``). Libraries are imported
 inside the commands, so that ``baac --help`` answers at once.
 
 Exit status (each command's ``--help``, docs/cli.md): 0 success; 1 a check said no (the

@@ -56,6 +56,8 @@ PROMOTIONS_DIR = REPORTS_DIR / "promotions"
 MODELS_DVC = Path(f"{PROMOTED_DIR}.dvc")
 REGISTRY_FILE = Path("registry.json")  # the registry of promoted models, in git
 PARAMS_FILE = Path("params.yaml")
+# The promotion policy: not an experiment parameter (conf/config.yaml says why).
+PROMOTION_POLICY = Path("conf/promotion.yaml")
 # Monitoring (docs/monitoring.md): out-of-time evaluation, drift per chunk, live drift.
 MONITOR_DIR = PROCESSED_DIR / "monitor"
 BACKTEST_CACHE = MONITOR_DIR / "backtest_cache"

@@ -74,8 +74,8 @@ def bench_chunks(repo: Path, overrides: list[str], chunks: int) -> tuple[list[fl
     process_times, work_times = [], []
     for arrived in range(1, chunks + 1):
         write_params(repo, [*overrides, f"ingest.chunks={arrived}"])
-        timed([sys.executable, "-m", "baac_severity.stages.ingest"], repo)
-        seconds, _, stderr = timed([sys.executable, "-m", "baac_severity.stages.clean"], repo)
+        timed([sys.executable, "-m", "baac_severity.data.stages.ingest"], repo)
+        seconds, _, stderr = timed([sys.executable, "-m", "baac_severity.data.stages.clean"], repo)
         work = float(re.search(r"chunk \d+ applied in ([\d.]+) s", stderr).group(1))
         process_times.append(seconds)
         work_times.append(work)

@@ -19,7 +19,7 @@ LAYERS = [
     {"modeling"},
     {"decisions", "monitoring"},
     {"serving", "dashboard"},
-    {"stages", "cli", "testing"},
+    {"cli", "testing"},
 ]
 
 

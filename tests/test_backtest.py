@@ -21,7 +21,7 @@ CHUNK = 1000
 OVERRIDES = [
     "data.years=[2018]",
     "model.n_estimators=10",
-    "monitor.light.random_forest.n_estimators=10",
+    "model.light.n_estimators=10",
 ]
 CACHE = Path("data/processed/monitor/backtest_cache")
 

@@ -300,7 +300,7 @@ def test_missing_table_and_empty_file(tmp_path):
 
 def run_ingest(project: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "baac_severity.stages.ingest"],
+        [sys.executable, "-m", "baac_severity.data.stages.ingest"],
         cwd=project,
         capture_output=True,
         text=True,

@@ -172,7 +172,7 @@ def test_clean_refuses_an_empty_chunk_and_keeps_its_outputs(full_run, tmp_path):
     manifest |= {"chunk_id": 3, "content_hash": "empty"}
     (chunk / "chunk.json").write_text(json.dumps(manifest))
     result = subprocess.run(
-        [sys.executable, "-m", "baac_severity.stages.clean"],
+        [sys.executable, "-m", "baac_severity.data.stages.clean"],
         cwd=workdir,
         capture_output=True,
         text=True,

@@ -49,8 +49,8 @@ from baac_severity.config import (
 from baac_severity.data import clean, ingest, scd2
 from baac_severity.data.io import DISK_FULL_EXIT, is_temp_leftover, read_json
 from baac_severity.data.loaders import load_raw_dump
-from baac_severity.stages import clean as clean_stage
-from baac_severity.stages import ingest as ingest_stage
+from baac_severity.data.stages import clean as clean_stage
+from baac_severity.data.stages import ingest as ingest_stage
 from baac_severity.testing.sandbox import dvc, env, make_pipeline_repo
 from tests.helpers import file_digests, lock_hashes
 from tests.test_scd2 import KEY, as_of, chunk_frame, chunks_strategy
@@ -101,11 +101,11 @@ class Stage:
 STAGES = {
     "ingest-chunk": Stage(
         "ingest-chunk",
-        "baac_severity.stages.ingest",
+        "baac_severity.data.stages.ingest",
         (CHUNKS_DIR, PROGRESS_FILE, DATA_SUMMARY),
         CHUNKS_DIR,
     ),
-    "clean-scd2": Stage("clean-scd2", "baac_severity.stages.clean", (CLEAN_DIR,), CLEAN_DIR),
+    "clean-scd2": Stage("clean-scd2", "baac_severity.data.stages.clean", (CLEAN_DIR,), CLEAN_DIR),
 }
 
 
@@ -179,7 +179,7 @@ def assert_readers_see_whole_outputs(repo: Path) -> None:
 # its own process group and runs the stage's real ``main``.
 FORK_SERVER = r"""
 import importlib, os, sys, traceback
-import baac_severity.stages.clean, baac_severity.stages.ingest
+import baac_severity.data.stages.clean, baac_severity.data.stages.ingest
 print("ready", flush=True)
 for line in sys.stdin:
     pid = os.fork()

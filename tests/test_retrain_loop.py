@@ -203,11 +203,11 @@ def test_importances_by_other_methods_are_not_subtracted() -> None:
 def test_a_refused_retrain_leaves_the_workspace_as_it_was(scenario: dict) -> None:
     repo = scenario["repo"]
     commit(repo, "retrain on chunk 3")
-    # A gain nobody can reach: conf/ and params.yaml, as `dvc exp run` would compose them.
-    for path in (repo / "conf" / "promotion" / "default.yaml", repo / "params.yaml"):
-        text = path.read_text()
-        assert "min_delta: 0.0" in text
-        path.write_text(text.replace("min_delta: 0.0", "min_delta: 0.5"))
+    # A gain nobody can reach: the team's policy, not an experiment's params.
+    policy = repo / "conf" / "promotion.yaml"
+    text = policy.read_text()
+    assert "min_delta: 0.0" in text
+    policy.write_text(text.replace("min_delta: 0.0", "min_delta: 0.5"))
     commit(repo, "promotion.min_delta 0.5")
     before = workspace_state(repo)
     refused = python(repo, "baac_severity.cli", "retrain")

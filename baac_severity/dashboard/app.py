@@ -89,7 +89,8 @@ def cached_experiments(repo: str, all_commits: bool, state: str, recorded: str) 
     """Parsed experiments; ``state`` keys the caches (see ``experiments.repo_state``)."""
     if recorded:
         return ex.parse_exp_show(json.loads(Path(recorded).read_text()))
-    return ex.parse_exp_show(exp_show_records(repo, all_commits, state))
+    frame = ex.parse_exp_show(exp_show_records(repo, all_commits, state))
+    return ex.with_scores(frame, ex.read_scores(Path(repo), frame))
 
 
 @st.cache_data(show_spinner=False, max_entries=512)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from baac_severity.config import PARAMS_FILE, PREDICTIONS_FILE
+from baac_severity.config import PREDICTIONS_FILE, PROMOTION_POLICY
 from baac_severity.data import schema
 from baac_severity.modeling.evaluate import (
     HEADLINE,
@@ -48,7 +48,7 @@ class CompareError(RuntimeError):
     """Two prediction sets that cannot be compared row by row (other target, no shared row)."""
 
 
-# --- settings: params.yaml's promotion group (conf/promotion/default.yaml) ----------------
+# --- settings: the promotion policy (conf/promotion.yaml) ---------------------------------
 
 
 @dataclass(frozen=True)
@@ -74,22 +74,21 @@ class Settings:
 
 
 def promotion_settings(repo: str | Path = ".") -> Settings:
-    """The ``promotion`` params of ``repo``'s params.yaml, checked."""
-    path = Path(repo) / PARAMS_FILE
-    params = yaml.safe_load(path.read_text()) if path.is_file() else None
-    section = (params or {}).get("promotion")
+    """The promotion policy of ``repo`` (``conf/promotion.yaml``), checked."""
+    path = Path(repo) / PROMOTION_POLICY
+    section = yaml.safe_load(path.read_text()) if path.is_file() else None
     if not isinstance(section, dict):
-        raise CompareError(f"{path}: no promotion section: compose it from conf/ (dvc exp run)")
+        raise CompareError(f"{path}: missing or not a mapping of metric, min_delta, bootstrap")
     metric = section.get("metric")
     allowed = [f"validation.{m}" for m in HEADLINE]
     if metric not in allowed:
-        raise CompareError(f"{path}: promotion.metric must be one of {allowed}, not {metric!r}")
+        raise CompareError(f"{path}: metric must be one of {allowed}, not {metric!r}")
     try:
         min_delta = float(section.get("min_delta", 0))
     except (TypeError, ValueError):
         min_delta = -1.0
     if not min_delta >= 0:
-        raise CompareError(f"{path}: promotion.min_delta must be a number >= 0")
+        raise CompareError(f"{path}: min_delta must be a number >= 0")
     return Settings(metric, min_delta, dict(section.get("bootstrap") or {}))
 
 

@@ -12,7 +12,9 @@ workspace first, then commits), each with ``data`` (params, metrics, deps, outs,
   ``chunks_ingested``, ``chunks_total``, ``rows``, ``data_as_of``;
 - metrics, flattened with dots: ``metrics/train.json`` and ``metrics/scores.json``
   unprefixed (``test.roc_auc``, ``test.f1_macro``), other files under their stem
-  (``split.test.accidents``);
+  (``split.test.accidents``). ``metrics/scores.json`` is a plain output of train, not a DVC
+  metric (each key would be one more ``dvc exp show`` column): ``load_experiments`` reads it
+  from each revision's commit;
 - params flattened under ``params.`` (``params.model.n_estimators``) and ``changed_params``,
   the params that differ from the row's baseline (``model.n_estimators=10, ...``).
 
@@ -23,6 +25,7 @@ files of any revision (``read_plot``).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -36,6 +39,7 @@ from typing import Any
 
 import pandas as pd
 
+from baac_severity.config import PROMOTION_POLICY, SCORE_METRICS
 from baac_severity.data.io import git
 from baac_severity.modeling.evaluate import higher_is_better
 
@@ -111,7 +115,49 @@ def run_exp_show(
 def load_experiments(
     repo: str | Path, all_commits: bool = False, rev: str | None = None
 ) -> pd.DataFrame:
-    return parse_exp_show(run_exp_show(repo, all_commits=all_commits, rev=rev))
+    frame = parse_exp_show(run_exp_show(repo, all_commits=all_commits, rev=rev))
+    return with_scores(frame, read_scores(Path(repo), frame))
+
+
+def read_scores(repo: Path, frame: pd.DataFrame) -> dict[str, dict]:
+    """``metrics/scores.json`` of every row with results of its own, by rev: the workspace's
+    file, and the commits' in one ``git cat-file --batch`` (an experiment is a commit)."""
+    own = frame[frame["state"].isin(OWN_RESULT_STATES)] if len(frame) else frame
+    scores: dict[str, dict] = {}
+    if (own["rev"] == WORKSPACE).any() and (repo / SCORE_METRICS).is_file():
+        scores[WORKSPACE] = json.loads((repo / SCORE_METRICS).read_text())
+    revs = sorted({r for r in own["rev"] if r and r != WORKSPACE})
+    if not revs:
+        return scores
+    batch = subprocess.run(
+        ["git", "cat-file", "--batch"],
+        cwd=repo,
+        input="".join(f"{r}:{SCORE_METRICS.as_posix()}\n" for r in revs).encode(),
+        capture_output=True,
+        timeout=60,
+    ).stdout
+    for rev in revs:  # "<sha> blob <size>\n<content>\n", or "<name> missing\n"
+        header, _, batch = batch.partition(b"\n")
+        if not header.endswith(b"missing"):
+            size = int(header.rsplit(b" ", 1)[1])
+            with contextlib.suppress(ValueError):
+                scores[rev] = json.loads(batch[:size])
+            batch = batch[size + 1 :]
+    return scores
+
+
+def with_scores(frame: pd.DataFrame, scores: dict[str, dict]) -> pd.DataFrame:
+    """The rows, with the scores of their revision (``read_scores``) as metric columns."""
+    if not scores:
+        return frame
+    flat = {rev: flatten(content) for rev, content in scores.items()}
+    columns = sorted({key for values in flat.values() for key in values} - set(frame.columns))
+    added = pd.DataFrame(
+        [[flat.get(rev, {}).get(column) for column in columns] for rev in frame["rev"]],
+        columns=columns,
+        index=frame.index,
+    ).apply(_numeric_results)
+    return _ordered(pd.concat([frame, added], axis=1))
 
 
 def repo_state(repo: str | Path) -> str:
@@ -126,7 +172,8 @@ def repo_state(repo: str | Path) -> str:
         git(repo, "rev-parse", "HEAD").stdout,
         git(repo, "for-each-ref", "--format=%(refname) %(objectname)", "refs/exps").stdout,
     ]
-    watched = [repo / "dvc.lock", repo / "params.yaml", *sorted(repo.glob("metrics/*.json"))]
+    watched = [repo / "dvc.lock", repo / "params.yaml", repo / PROMOTION_POLICY]
+    watched += sorted(repo.glob("metrics/*.json"))
     watched += sorted(repo.glob(".dvc/tmp/exps/run/*/*"))
     for path in watched:
         try:

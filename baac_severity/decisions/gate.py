@@ -45,7 +45,7 @@ def gate(candidate: Candidate, champion: Champion | None) -> Decision:
     name = candidate.name
     if champion is None:
         return Decision(True, ["first promotion: no champion to beat"], "No champion yet.")
-    settings = compare.promotion_settings(".")  # the gate's settings: params.yaml promotion
+    settings = compare.promotion_settings(".")  # the policy: conf/promotion.yaml
     old = champion.metadata
     version = (old.get("registry") or {}).get("version")
     old_name = f"champion {old.get('experiment')} (v{version or '?'})"

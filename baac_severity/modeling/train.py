@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -53,7 +54,9 @@ from baac_severity.modeling.model_store import ModelBundle, save_model
 
 log = logging.getLogger("baac_severity.modeling.train")
 MODELS = {
-    "random_forest": RandomForestClassifier,
+    # Every core: a machine's core count is not a parameter of the experiment, and the trees
+    # are the same whatever the threads (each has its own seed).
+    "random_forest": partial(RandomForestClassifier, n_jobs=-1),
     "hist_gradient_boosting": HistGradientBoostingClassifier,
 }
 CALIBRATIONS = ("none", "isotonic", "sigmoid")
@@ -141,6 +144,7 @@ def make_model(config: DictConfig) -> Pipeline:
     settings = cast(dict[str, Any], OmegaConf.to_container(config, resolve=True))
     name = settings.pop("name")
     calibration = settings.pop("calibration", "none")
+    settings.pop("light", None)  # the out-of-time stage's budget, not a hyperparameter
     if name not in MODELS:
         raise SystemExit(f"model.name must be one of {sorted(MODELS)}, not {name!r}")
     if calibration not in CALIBRATIONS:

@@ -1,7 +1,7 @@
 """Stage ``out-of-time``: how does a model trained on earlier data do on data that arrives later?
 
 For each arrival chunk k from ``monitor.first_chunk`` on, a *light* model (the configured target,
-features and model family, with the small budget ``monitor.light.<family>``) is fitted on the
+features and model family, with its family's small budget ``model.light``) is fitted on the
 training rows of chunks < k and scores every row of chunk k, none of which it has seen. Beside
 the realized ROC-AUC, the ROC-AUC estimated from the probabilities alone, as live traffic would
 allow before its labels arrive (``monitoring/estimate.py``, CBPE), with the calibration fitted on
@@ -72,19 +72,18 @@ ESTIMATOR = "cbpe-isotonic-validation-of-earlier-chunks"
 
 
 def light_model(params: DictConfig) -> dict[str, Any]:
-    """The configured model with the budget of ``monitor.light.<family>`` (fewer trees, fewer
+    """The configured model with its family's budget ``model.light`` (fewer trees, fewer
     boosting iterations): the stage refits once per chunk, whatever the family."""
     config = OmegaConf.to_container(params.model, resolve=True)
     if not isinstance(config, dict):
         raise SystemExit(f"params.yaml: model must be a mapping, not {config!r}")
     settings = {str(key): value for key, value in config.items()}
-    budgets = OmegaConf.to_container(params.monitor.light, resolve=True)
-    budget = budgets.get(settings["name"]) if isinstance(budgets, dict) else None
+    budget = settings.pop("light", None)
     if not isinstance(budget, dict):
         raise SystemExit(
-            f"params.yaml: monitor.light has no budget for model {settings['name']!r} "
-            f"(conf/monitor/default.yaml): the out-of-time stage would refit the full model "
-            f"once per chunk"
+            f"params.yaml: model {settings['name']!r} has no `light` budget "
+            f"(conf/model/{settings['name']}.yaml): the out-of-time stage would refit the full "
+            f"model once per chunk"
         )
     return {**settings, **{str(key): value for key, value in budget.items()}}
 

@@ -111,5 +111,9 @@ def _bake_overrides(repo: Path, overrides: list[str]) -> None:
         group, key = dotted.split(".", 1)
         path = repo / "conf" / group / f"{defaults.get(group, 'default')}.yaml"
         config = yaml.safe_load(path.read_text())
-        config[key] = yaml.safe_load(value)
+        *parents, leaf = key.split(".")
+        section = config
+        for parent in parents:  # model.light.n_estimators: a key of a nested mapping
+            section = section.setdefault(parent, {})
+        section[leaf] = yaml.safe_load(value)
         path.write_text(yaml.safe_dump(config, sort_keys=False))

@@ -12,7 +12,7 @@ from baac_severity.data.tracked import check_recorded
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m baac_severity.stages.ingest",
+        prog="python -m baac_severity.data.stages.ingest",
         description="DVC stage ingest-chunk: cut the raw BAAC dump into chronological chunk "
         "snapshots (params: data.raw_dir, data.years, ingest.chunk_size, ingest.chunks).",
     )
