@@ -5,7 +5,8 @@ DVC renders one column per metric key, param key and dep, keeps the first column
 and collapses from the right whatever does not fit, every column costing at least one character
 of border. So the number of columns, not their content, decides whether ``test.roc_auc`` (the
 second metric) survives at 160 characters: this runs the real ``dvc exp show`` on this
-repository's dvc.yaml, params.yaml, lock and metrics.
+repository's dvc.yaml, params.yaml, lock and metrics (the workspace and its commit; an
+experiment's tree label widens the first column, and ``make exps`` is that view).
 """
 
 from __future__ import annotations
