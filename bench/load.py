@@ -50,6 +50,7 @@ from baac_severity.serving.examples import (
     request_records,
     sample_test_split,
 )
+from baac_severity.serving.settings import ServiceSettings
 from baac_severity.testing.local_service import (
     has_outputs,
     import_model,
@@ -435,7 +436,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--batch-every", type=int, default=5, help="one batch in N requests (0: never)"
     )
-    parser.add_argument("--workers", type=int, default=1, help="service worker processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=ServiceSettings.model_fields["baac_workers"].default,
+        help="service worker processes (default: the service's, BAAC_WORKERS)",
+    )
     parser.add_argument("--rss-limit", type=float, default=1.10, help="RSS after / after warm-up")
     parser.add_argument(
         "--compare",
