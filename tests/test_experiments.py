@@ -73,6 +73,11 @@ def test_dashboard_renders_every_experiment(repo: Path, monkeypatch) -> None:
     table = at.dataframe[0].value.set_index("experiment")
     assert set(EXPECTED) | {"main", "workspace"} <= set(table.index)
     assert table.loc[list(EXPECTED), "test.roc_auc"].notna().all()
+    # metrics/scores.json is not a DVC metric: its scores come from each experiment's commit.
+    assert table.loc[list(EXPECTED), "test.f1_macro"].notna().all()
+    # The workspace has no creation time: an empty cell (the grid shows a missing time as None).
+    assert table.loc["workspace", "created"] == ""
+    assert table.loc[list(EXPECTED), "created"].str.match(r"\d{4}-\d\d-\d\d \d\d:\d\d$").all()
     charts = at.get("vega_lite_chart")
     assert len(charts) >= 3  # bar chart, ROC, precision-recall (+ confusion, importance)
     # Refresh clears the cache and renders again.

@@ -150,10 +150,11 @@ def experiments_table(frame: pd.DataFrame, metrics: list[str]) -> None:
     # Param values may mix types (ingest.chunks: 2 or "all"): shown as text.
     for param in params:
         table[param] = shown[param].map(lambda v: "" if v is None else str(v))
-    if "created" in table:  # the workspace has no creation time: an empty cell, not "None"
-        table["created"] = pd.to_datetime(
-            table["created"], errors="coerce", utc=True
-        ).dt.tz_convert(None)
+    if "created" in table:
+        # Text, not a DatetimeColumn: the grid shows a missing time (the workspace has none)
+        # as "None". Year first, so that sorting the column sorts by time.
+        created = pd.to_datetime(table["created"], errors="coerce", utc=True).dt.tz_convert(None)
+        table["created"] = created.dt.strftime("%Y-%m-%d %H:%M").fillna("")
     config: dict[str, Any] = {
         "experiment": st.column_config.TextColumn(
             pinned=True, width=text_width(table["experiment"], "experiment")
@@ -162,7 +163,7 @@ def experiments_table(frame: pd.DataFrame, metrics: list[str]) -> None:
             "changed params", width=text_width(table["changed_params"], "changed params")
         ),
         "chunks_ingested": st.column_config.NumberColumn("chunks", format="%d", width=70),
-        "created": st.column_config.DatetimeColumn(format="MMM D HH:mm", width=110),
+        "created": st.column_config.TextColumn(width=130),
         **{m: fmt.number_column(m) for m in extra},
         **{p: st.column_config.TextColumn(p, width=text_width(table[p], p)) for p in params},
     }
