@@ -44,7 +44,8 @@ from baac_severity.data.io import git
 from baac_severity.modeling.evaluate import higher_is_better
 
 WORKSPACE = "workspace"
-MODEL_METRICS = ("metrics/train.json", "metrics/scores.json")  # the train stage's, unprefixed
+# The train stage's, unprefixed (scores.json in answers of DVC before it left the metrics).
+MODEL_METRICS = ("metrics/train.json", "metrics/scores.json")
 PROGRESS_METRICS = "metrics/progress.json"  # a plain output: the ingestion details
 DATA_METRICS = "metrics/data.json"
 PARAMS_PREFIX = "params."

@@ -11,8 +11,8 @@ from sklearn.calibration import calibration_curve
 
 CURVE_GRID = np.linspace(0.0, 1.0, 101)
 # The metrics users compare across experiments, for validation and test: ROC-AUC in
-# metrics/train.json, the rest in metrics/scores.json (DVC metrics, one ``dvc exp show`` column
-# each, in this order).
+# metrics/train.json (a DVC metric: a ``dvc exp show`` column), the rest in metrics/scores.json
+# (a plain output the dashboard and the review read from each commit), in this order.
 HEADLINE = ("roc_auc", "f1_macro", "f1_weighted", "log_loss")
 # Calibration of the probabilities the service returns: in metrics/scores.json after HEADLINE.
 CALIBRATION = ("ece", "brier")

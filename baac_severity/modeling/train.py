@@ -326,12 +326,13 @@ def data_snapshot(data: TrainingData) -> dict:
 
 
 def headline_metrics(metrics: dict) -> tuple[dict, dict]:
-    """The two DVC metrics files of the train stage: what users compare.
+    """The two metrics files of the train stage: what users compare.
 
-    Every key of a DVC metrics file is a column of ``dvc exp show``, files in ``dvc.yaml``'s
-    order, before any param; a narrow terminal keeps the first columns. ``metrics/train.json``
-    holds what decides (validation ROC-AUC), what is reported (test ROC-AUC) and the model
-    size; ``metrics/scores.json`` the other headline scores and calibration, listed last. The
+    Every key of a DVC metrics file is a column of ``dvc exp show``, before any param, and a
+    narrow terminal keeps only the first ones. ``metrics/train.json`` (the DVC metric) holds
+    what decides (validation ROC-AUC), what is reported (test ROC-AUC) and the model size;
+    ``metrics/scores.json`` (a plain output, read from each commit by the dashboard and the
+    review) the other headline scores and calibration. The
     rest (accuracy, PR-AUC, precision/recall, per class, per year) is in
     ``model/evaluation.json``.
     """
