@@ -62,6 +62,7 @@ def bench_families(repo: Path, overrides: list[str]) -> dict[str, float]:
     results = {}
     for family in FAMILIES:
         shutil.rmtree(repo / BACKTEST_CACHE, ignore_errors=True)
+        # Another seed: with main's params the forest's stages would be up to date, not rerun.
         write_params(repo, [*overrides, f"model={family}", "model.random_state=7"])
         results[family] = timed([sys.executable, "-m", "dvc", "repro"], repo)[0]
         print(f"  {family:<24} {results[family]:7.1f} s")

@@ -97,3 +97,6 @@ def test_scores_are_read_from_each_commit_and_the_workspace(tmp_path: Path) -> N
     added = ex.with_scores(frame, read)
     assert added["test.f1_macro"].tolist()[:2] == [0.8, 0.7]
     assert pd.isna(added["test.f1_macro"].iloc[2])  # a queued run has no results of its own
+    # Outside a git repository the commits cannot be read: no scores, no error.
+    assert ex.read_scores(tmp_path, frame) == {}
+    assert ex.add_scores(frame, repo)["test.f1_macro"].tolist()[:2] == [0.8, 0.7]

@@ -89,8 +89,7 @@ def cached_experiments(repo: str, all_commits: bool, state: str, recorded: str) 
     """Parsed experiments; ``state`` keys the caches (see ``experiments.repo_state``)."""
     if recorded:
         return ex.parse_exp_show(json.loads(Path(recorded).read_text()))
-    frame = ex.parse_exp_show(exp_show_records(repo, all_commits, state))
-    return ex.with_scores(frame, ex.read_scores(Path(repo), frame))
+    return ex.add_scores(ex.parse_exp_show(exp_show_records(repo, all_commits, state)), repo)
 
 
 @st.cache_data(show_spinner=False, max_entries=512)

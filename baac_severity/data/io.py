@@ -216,12 +216,23 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
 
 
 def git(
-    repo: str | Path, *args: str, check: bool = False, env: dict[str, str] | None = None
+    repo: str | Path,
+    *args: str,
+    check: bool = False,
+    env: dict[str, str] | None = None,
+    stdin: bytes | None = None,
 ) -> subprocess.CompletedProcess[bytes]:
     """``git args`` in ``repo``; the output as bytes (``git show`` of a binary file), never
-    printed. ``check``: raise ``CalledProcessError`` when git fails."""
+    printed. ``check``: raise ``CalledProcessError`` when git fails; ``stdin``: what git reads
+    (``cat-file --batch``)."""
     return subprocess.run(
-        ["git", *args], cwd=repo, capture_output=True, check=check, env=env, timeout=60
+        ["git", *args],
+        cwd=repo,
+        capture_output=True,
+        check=check,
+        env=env,
+        input=stdin,
+        timeout=60,
     )
 
 

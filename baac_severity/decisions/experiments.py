@@ -116,7 +116,11 @@ def run_exp_show(
 def load_experiments(
     repo: str | Path, all_commits: bool = False, rev: str | None = None
 ) -> pd.DataFrame:
-    frame = parse_exp_show(run_exp_show(repo, all_commits=all_commits, rev=rev))
+    return add_scores(parse_exp_show(run_exp_show(repo, all_commits=all_commits, rev=rev)), repo)
+
+
+def add_scores(frame: pd.DataFrame, repo: str | Path) -> pd.DataFrame:
+    """The rows of ``parse_exp_show``, with the scores of ``metrics/scores.json`` of each."""
     return with_scores(frame, read_scores(Path(repo), frame))
 
 
@@ -130,15 +134,12 @@ def read_scores(repo: Path, frame: pd.DataFrame) -> dict[str, dict]:
     revs = sorted({r for r in own["rev"] if r and r != WORKSPACE})
     if not revs:
         return scores
-    batch = subprocess.run(
-        ["git", "cat-file", "--batch"],
-        cwd=repo,
-        input="".join(f"{r}:{SCORE_METRICS.as_posix()}\n" for r in revs).encode(),
-        capture_output=True,
-        timeout=60,
-    ).stdout
+    wanted = "".join(f"{r}:{SCORE_METRICS.as_posix()}\n" for r in revs).encode()
+    batch = git(repo, "cat-file", "--batch", stdin=wanted).stdout
     for rev in revs:  # "<sha> blob <size>\n<content>\n", or "<name> missing\n"
         header, _, batch = batch.partition(b"\n")
+        if not header:  # git failed (not a repository): no scores, as for a missing file
+            break
         if not header.endswith(b"missing"):
             size = int(header.rsplit(b" ", 1)[1])
             with contextlib.suppress(ValueError):
