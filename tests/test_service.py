@@ -344,7 +344,9 @@ def test_concurrent_requests_are_batched_and_get_what_they_get_alone(
 def test_overload_is_refused_at_once_instead_of_queued(server, keys, example):
     """More requests in flight than ``BAAC_MAX_CONCURRENCY`` (64): the excess is refused at
     once with 429 (BentoML's concurrency limit), or with 503 by the batch queue, rather than
-    waiting; the service then answers normally."""
+    waiting; the service then answers normally. How many of the flood are served depends on
+    the machine's speed (the batch queue refuses what it cannot start within max_latency), so
+    the test asserts only that some are, and that refusals come before them."""
     import asyncio
 
     body = json.dumps({"accidents": example["accidents"]})
@@ -367,7 +369,7 @@ def test_overload_is_refused_at_once_instead_of_queued(server, keys, example):
     assert statuses <= {200, 429, 503}
     refused = sorted(t for status, t in answers if status != 200)
     served = sorted(t for status, t in answers if status == 200)
-    assert refused and len(served) >= 32
+    assert refused and served, statuses
     assert refused[len(refused) // 2] < served[len(served) // 2]  # not queued behind them
     with httpx.Client(base_url=server.url, headers=headers, timeout=60) as client:
         assert client.get("/readyz").status_code == 200
