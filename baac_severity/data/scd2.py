@@ -175,14 +175,20 @@ class PartitionedHistory:
         """Every part in id order, under the unified schema (``options``: of ``read_parquet``)."""
         return pd.read_parquet(self.directory, schema=self.schema(), **options)
 
-    def _current_hashes(self) -> pd.Series:
-        """Every key's current hash: three columns of the whole dataset, read in one pass."""
+    def _current_hashes(self, keys: pd.Series) -> pd.Series:
+        """The current hash of each of ``keys`` that the history holds.
+
+        The filter runs in Arrow over two columns of every part, and only the matching rows
+        become pandas: converting the whole history's keys and indexing them made a chunk's
+        cost grow with the history (10x bundle: 0.4 s for chunk 1, 3.6 s for chunk 11).
+        """
         if not self.parts():
             return pd.Series(dtype="string")
+        wanted = pa.array(keys.to_numpy(dtype=object, na_value=None), type=pa.string())
         index = pq.read_table(
             self.directory,
             columns=[self.key, "record_hash"],
-            filters=[("is_current", "==", True)],
+            filters=(pc.field("is_current") == True) & pc.field(self.key).isin(wanted),  # noqa: E712
         )
         return pd.Series(
             index.column("record_hash").to_numpy(), index=index.column(self.key).to_numpy()
@@ -202,7 +208,7 @@ class PartitionedHistory:
 
     def apply(self, incoming: pd.DataFrame, chunk_id: int, as_of: pd.Timestamp, source: str):
         incoming = hashed(incoming, self.key, source)
-        current = self._current_hashes()
+        current = self._current_hashes(incoming[self.key])
         opened, closing = diff(current, incoming, self.key, chunk_id, as_of, self._current_versions)
         if len(closing):  # a corrected re-publication: rewrite only the parts it touches
             for part in self._parts_holding(closing):
