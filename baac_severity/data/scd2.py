@@ -97,8 +97,9 @@ def diff(
 ) -> tuple[pd.DataFrame, pd.Index]:
     """The versions a chunk opens, and the keys whose current version it closes.
 
-    ``current_hash`` maps each key's current version to its hash; ``incoming`` is ``hashed``;
-    ``current_versions(keys)`` reads those keys' current versions.
+    ``current_hash`` maps the incoming keys that the history holds to their current version's
+    hash; ``incoming`` is ``hashed``; ``current_versions(keys)`` reads those keys' current
+    versions.
     """
     previous = current_hash.reindex(incoming[key].to_numpy()).to_numpy(dtype=object, na_value=None)
     is_new = pd.isna(previous)
