@@ -181,7 +181,8 @@ class PartitionedHistory:
 
         The filter runs in Arrow over two columns of every part, and only the matching rows
         become pandas: converting the whole history's keys and indexing them made a chunk's
-        cost grow with the history (10x bundle: 0.4 s for chunk 1, 3.6 s for chunk 11).
+        cost grow with the history (docs/scale.md: 1.88 s for chunk 1, 5.35 s for chunk 11
+        of the 10x synthetic bundle).
         """
         if not self.parts():
             return pd.Series(dtype="string")
