@@ -180,9 +180,21 @@ def serve_workers(make: subprocess.Popen) -> tuple[psutil.Process, list[psutil.P
     return serve, found
 
 
+def running(process: psutil.Process) -> bool:
+    """Whether ``process`` still runs. A dead orphan stays a zombie until the init process
+    reaps it, which in a container may take seconds: that is not the worker's exit."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def seconds_until_gone(processes: list[psutil.Process], limit: float = 10) -> float:
     start = time.monotonic()
-    _, alive = psutil.wait_procs(processes, timeout=limit)
+    alive = processes
+    while alive and time.monotonic() - start < limit:
+        time.sleep(0.02)
+        alive = [process for process in alive if running(process)]
     for process in alive:  # do not leave them behind, whatever the test says
         process.kill()
     assert not alive, f"workers still alive {limit} s after their server: {alive}"
